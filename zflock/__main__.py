@@ -1,0 +1,3 @@
+from zflock.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Cluster configuration, inventory and the ownership model."""

@@ -1,0 +1,1 @@
+"""The local multi-node lab built from network namespaces and zfs-fuse."""

@@ -1,0 +1,1 @@
+"""The move state machine."""

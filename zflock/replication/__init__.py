@@ -1,0 +1,1 @@
+"""Replication planning (pure) and execution."""

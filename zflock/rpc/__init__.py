@@ -1,0 +1,1 @@
+"""Typed request/response messages over SSH channels."""
