@@ -1,6 +1,6 @@
-"""The `zflock` command: one Typer app, sub-apps registered per concern.
+"""The `zflock` command: one click group, commands registered per concern.
 
-Every command module registers itself on `app` (or adds a sub-app); this
+Every command module registers itself on `app` (a click group); this
 module only owns the top level: --version, --help, and turning errors into
 one line on stderr with the documented exit codes:
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-import typer
+import click
 from rich.console import Console
 
 from zflock import __version__
@@ -32,46 +32,40 @@ owner: seconds of downtime at worst, whatever the volume's size.
 zfs-fuse, no VMs) to try it out.
 """
 
-app = typer.Typer(
+
+@click.group(
     help=HELP,
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-err_console = Console(stderr=True, highlight=False)
+@click.version_option(__version__, "--version", prog_name="zflock", message="%(prog)s %(version)s")
+def app() -> None:
+    pass
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"zflock {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """zflock: move and replicate container data volumes with ZFS."""
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _register() -> None:
     # Imported here so each module can `from zflock.cli.app import app`.
-    from zflock.cli import lab  # noqa: F401
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one error line and return an Exit to raise."""
-    err_console.print(f"zflock: error: {message}", markup=False)
-    return typer.Exit(code)
+    from zflock.cli import agent, nodes, volumes  # noqa: F401
 
 
 def main() -> None:
     _register()
     try:
-        app()
+        # standalone_mode=False: click hands usage errors to us, so that every
+        # error is one line on stderr (click's own format spans four).
+        code = app(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else HELP)
+        sys.exit(0)
+    except click.exceptions.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        err_console.print(f"zflock: error: {exc.format_message()}{where}", markup=False)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        err_console.print("zflock: aborted", markup=False)
+        sys.exit(1)
     except UsageError as exc:
         err_console.print(f"zflock: error: {exc}", markup=False)
         sys.exit(2)
@@ -81,3 +75,4 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("zflock: interrupted", markup=False)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

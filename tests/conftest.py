@@ -1,0 +1,154 @@
+"""Shared fixtures: private zfs-fuse daemons with a pool each, torn down by PID.
+
+`zfs_node` and `zfs_node2` are session-scoped (a daemon and a 256M sparse
+pool cost ~0.3 s, but dozens of tests share them). Each test that writes to
+a pool takes its own unique dataset (`src_root` / `dst_root`), destroyed
+afterwards, so tests never see each other's data.
+
+The contract tests only use `ZfsNode.zfs` (a `Zfs`), `ZfsNode.path()` and
+`ZfsNode.root`; a fixture for real OpenZFS can provide the same object.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from zflock.lab.zfsfuse import ZfsFuseDaemon, start_zfs_fuse, stop_zfs_fuse
+from zflock.zfs import Runner, Zfs
+
+POOL_SIZE = 256 * 1024 * 1024
+
+
+@dataclass
+class ZfsNode:
+    """A node's ZFS for tests: the client, its pool, and a way to reach mounted files."""
+
+    zfs: Zfs
+    pool: str
+    mount_root: str  # the pool's mountpoint as seen inside the node
+    daemon: ZfsFuseDaemon | None  # None where ZFS runs natively (no namespace)
+    vdev: Path
+
+    @property
+    def prefix(self) -> tuple[str, ...]:
+        return self.zfs.runner.prefix
+
+    def path(self, dataset: str, *parts: str) -> Path:
+        """Host path of a file in a mounted dataset (default mountpoints)."""
+        if dataset != self.pool and not dataset.startswith(self.pool + "/"):
+            raise ValueError(f"{dataset!r} is not in pool {self.pool!r}")
+        inside = self.mount_root + dataset[len(self.pool) :]
+        base = self.daemon.host_path(inside) if self.daemon else Path(inside)
+        return base.joinpath(*parts)
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        """Run a command in the node (for setup steps the test is not about)."""
+        return subprocess.run(
+            [*self.prefix, *argv], capture_output=True, text=True, check=False, timeout=60
+        )
+
+
+def zfs_fuse_missing_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (zfs-fuse and mount namespaces)"
+    for tool in ("zfs-fuse", "zfs", "zpool", "nsenter", "unshare"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install zfs-fuse util-linux)"
+    return None
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}x{uuid.uuid4().hex[:6]}"
+
+
+def _start_node(base: Path, label: str) -> Iterator[ZfsNode]:
+    reason = zfs_fuse_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    pool = unique(f"zt{label}")
+    state = base / "state"
+    vdev = base / "pool.img"
+    # Mountpoints live under a private bind, so zfs-fuse's mkdirs of
+    # mountpoints land in our tmp dir and never in the host's tree.
+    mount_root = str(base / "mnt")
+    daemon = start_zfs_fuse(state, extra_binds=((base / "mnt-store", mount_root),))
+    try:
+        with open(vdev, "wb") as f:
+            f.truncate(POOL_SIZE)
+        prefix = tuple(daemon.nsenter_prefix())
+        subprocess.run(
+            [*prefix, "zpool", "create", "-f", "-m", f"{mount_root}/{pool}", pool, str(vdev)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        yield ZfsNode(
+            zfs=Zfs(Runner(prefix)),
+            pool=pool,
+            mount_root=f"{mount_root}/{pool}",
+            daemon=daemon,
+            vdev=vdev,
+        )
+    finally:
+        try:
+            subprocess.run(
+                [*daemon.nsenter_prefix(), "zpool", "destroy", "-f", pool],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            stop_zfs_fuse(daemon.pid)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def zfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZfsNode]:
+    """A private zfs-fuse daemon with a 256M pool (the source side in send tests)."""
+    yield from _start_node(tmp_path_factory.mktemp("zfsnode-a"), "a")
+
+
+@pytest.fixture(scope="session")
+def zfs_node2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZfsNode]:
+    """A second, independent daemon and pool (the destination side)."""
+    yield from _start_node(tmp_path_factory.mktemp("zfsnode-b"), "b")
+
+
+@pytest.fixture(scope="session")
+def zfs_pair(zfs_node: ZfsNode, zfs_node2: ZfsNode) -> tuple[ZfsNode, ZfsNode]:
+    """(source, destination): two independent daemons/pools for send -> receive."""
+    return zfs_node, zfs_node2
+
+
+def _scratch(node: ZfsNode) -> Iterator[str]:
+    name = f"{node.pool}/{unique('t')}"
+    done = node.run("zfs", "create", name)
+    assert done.returncode == 0, done.stderr
+    try:
+        yield name
+    finally:
+        # Unmount first by force: a test that failed may have left a file open.
+        node.run("zfs", "unmount", "-f", name)
+        done = node.run("zfs", "destroy", "-r", "-f", name)
+        if done.returncode != 0 and "does not exist" not in done.stderr:
+            raise AssertionError(f"could not clean up {name}: {done.stderr.strip()}")
+
+
+@pytest.fixture
+def src_root(zfs_node: ZfsNode) -> Iterator[str]:
+    """A fresh dataset on zfs_node for this test alone (destroyed afterwards)."""
+    yield from _scratch(zfs_node)
+
+
+@pytest.fixture
+def dst_root(zfs_node2: ZfsNode) -> Iterator[str]:
+    """A fresh dataset on zfs_node2 for this test alone (destroyed afterwards)."""
+    yield from _scratch(zfs_node2)

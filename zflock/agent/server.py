@@ -1,0 +1,242 @@
+"""The agent's SSH endpoint and its lifecycle.
+
+asyncssh serves one subsystem, `zflock-rpc`; shells, exec requests, port
+forwarding, agent and X11 forwarding are all refused. Clients and peer
+agents authenticate by public key only, against the authorized keys file.
+
+Shutdown (SIGTERM): stop accepting, tell systemd STOPPING=1, let running
+operations finish for `shutdown_grace` seconds, then cancel what is left
+and exit 0. Every operation is written so that cancelling it leaves ZFS
+consistent (e.g. a volume is created with all its properties in one
+`zfs create`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncssh
+
+from zflock.agent.handlers import Call, Handlers
+from zflock.agent.locks import VolumeLocks
+from zflock.agent.notify import sd_notify
+from zflock.cluster.config import AgentConfig
+from zflock.errors import UsageError, ZflockError
+from zflock.rpc import codec
+from zflock.rpc.client import CIPHERS
+from zflock.rpc.errors import ProtocolError
+from zflock.rpc.framing import PROTOCOL_VERSION, SUBSYSTEM, read_message, write_message
+from zflock.rpc.messages import OPERATIONS
+from zflock.zfs import Zfs
+
+log = logging.getLogger("zflock.agent")
+T = TypeVar("T")
+
+
+class StartupError(ZflockError):
+    """The agent cannot start; the message says what to fix."""
+
+
+@dataclass
+class LoadedKeys:
+    host_key: asyncssh.SSHKey
+    authorized: asyncssh.SSHAuthorizedKeys
+
+
+def _read_key_file(what: str, path: object, reader: Callable[[str], T]) -> T:
+    try:
+        return reader(str(path))
+    except FileNotFoundError:
+        raise StartupError(f"{what} {path} not found") from None
+    except PermissionError:
+        raise StartupError(f"{what} {path} is not readable (permission denied)") from None
+    except (OSError, ValueError, asyncssh.KeyImportError) as exc:
+        raise StartupError(f"{what} {path} is unusable: {exc}") from None
+
+
+def load_keys(config: AgentConfig) -> LoadedKeys:
+    return LoadedKeys(
+        host_key=_read_key_file("host key", config.host_key, asyncssh.read_private_key),
+        authorized=_read_key_file(
+            "authorized keys file", config.authorized_keys, asyncssh.read_authorized_keys
+        ),
+    )
+
+
+class _SSHServer(asyncssh.SSHServer):
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._peer = conn.get_extra_info("peername", ("?", 0))[0]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            log.debug("connection from %s lost: %s", getattr(self, "_peer", "?"), exc)
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, zfs: Zfs | None = None) -> None:
+        self.config = config
+        self.zfs = zfs or Zfs()
+        self.locks = VolumeLocks()
+        self.handlers = Handlers(config, self.zfs, self.locks)
+        self._ops = self.handlers.table()
+        self._server: asyncssh.SSHAcceptor | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+
+    async def preflight(self) -> LoadedKeys:
+        keys = load_keys(self.config)
+        if not await self.zfs.exists(self.config.pool_root):
+            raise StartupError(
+                f"pool root {self.config.pool_root} does not exist; create it with "
+                f"`zfs create -o mountpoint=none {self.config.pool_root}`"
+            )
+        await self.zfs.capabilities()
+        return keys
+
+    async def start(self) -> None:
+        keys = await self.preflight()
+        try:
+            self._server = await asyncssh.listen(
+                self.config.listen,
+                self.config.port,
+                server_factory=_SSHServer,
+                server_host_keys=[keys.host_key],
+                authorized_client_keys=keys.authorized,
+                process_factory=self._session,
+                encoding=None,
+                allow_pty=False,
+                x11_forwarding=False,
+                agent_forwarding=False,
+                encryption_algs=list(CIPHERS),
+                keepalive_interval=15,
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {self.config.port} on {self.config.listen} is already in use"
+                ) from None
+            where = f"{self.config.listen}:{self.config.port}"
+            raise StartupError(f"cannot listen on {where}: {exc}") from None
+        log.info(
+            "listening on %s:%d as node %s (pool root %s)",
+            self.config.listen,
+            self.config.port,
+            self.config.node,
+            self.config.pool_root,
+        )
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        sd_notify("READY=1")
+        await self._stop.wait()
+        await self.shutdown()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        sd_notify("STOPPING=1")
+        log.info("stopping: %d operation(s) running", len(self._tasks))
+        if self._server is not None:
+            self._server.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("cancelled %d operation(s) after the grace period", len(pending))
+                await asyncio.wait(pending, timeout=5)
+        log.info("stopped")
+
+    # -- one session = one request ---------------------------------------------------
+
+    async def _session(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._stop.is_set():
+            await self._reply_error(process, ZflockError("agent is shutting down"))
+            process.exit(1)
+            return
+        self._tasks.add(task)  # type: ignore[arg-type]
+        self.handlers.running += 1
+        try:
+            await self._serve(process)
+        finally:
+            self.handlers.running -= 1
+            self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        peer = process.get_extra_info("peername", ("?", 0))[0]
+        op = "?"
+        status = 1
+        try:
+            if process.subsystem != SUBSYSTEM:
+                raise ProtocolError(f"only the {SUBSYSTEM} subsystem is served")
+            message = await read_message(process.stdin)
+            if message is None:
+                return
+            if message.get("zflock") != PROTOCOL_VERSION:
+                raise ProtocolError(
+                    f"protocol version {message.get('zflock')!r} not supported "
+                    f"(this agent speaks {PROTOCOL_VERSION})"
+                )
+            op = str(message.get("op"))
+            if op not in self._ops:
+                raise ProtocolError(f"unknown operation {op!r}")
+            arg_type, _ = OPERATIONS[op]
+            args = codec.decode(arg_type, message.get("args", {}), f"{op} arguments")
+
+            async def send_event(event: dict[str, object]) -> None:
+                await write_message(process.stdout, {"event": event})
+
+            volume = getattr(args, "name", None)
+            log.info("request from %s", peer, extra={"op": op, "volume": volume})
+            result = await self._ops[op](args, Call(peer=peer, send_event=send_event))
+            await write_message(process.stdout, {"result": codec.encode(result)})
+            status = 0
+        except ZflockError as exc:
+            log.warning("%s", exc, extra={"op": op, "peer": peer})
+            await self._reply_error(process, exc)
+        except asyncio.CancelledError:
+            await self._reply_error(process, ZflockError("operation cancelled: agent stopping"))
+            raise
+        except (BrokenPipeError, ConnectionError, asyncssh.Error):
+            log.info("client went away", extra={"op": op, "peer": peer})
+        except Exception as exc:
+            log.exception("internal error", extra={"op": op, "peer": peer})
+            await self._reply_error(process, ZflockError(f"internal error in agent: {exc!r}"))
+        finally:
+            try:
+                process.exit(status)
+            except (OSError, asyncssh.Error):
+                pass
+
+    async def _reply_error(self, process: asyncssh.SSHServerProcess[bytes], exc: Exception) -> None:
+        error = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "usage": isinstance(exc, UsageError),
+        }
+        try:
+            await write_message(process.stdout, {"error": error})
+        except (OSError, asyncssh.Error):
+            pass

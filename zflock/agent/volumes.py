@@ -1,0 +1,222 @@
+"""The volumes of this node: create, list, destroy, snapshot.
+
+This is the agent's only code that changes volumes for the basic operations;
+it talks to ZFS exclusively through `zflock.zfs.Zfs`. Each public method is
+called with the volume's lock held (see handlers.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from zflock.cluster.config import AgentConfig
+from zflock.cluster.ownership import (
+    PROP_SEQ,
+    ROLE_PRIMARY,
+    ZFLOCK_PROPERTIES,
+    NotManaged,
+    Ownership,
+    ownership_from_properties,
+    ownership_properties,
+)
+from zflock.errors import ZflockError
+from zflock.replication.naming import parse_snapshot_name, snapshot_name
+from zflock.rpc.messages import Destroyed, SnapshotInfo, VolumeInfo
+from zflock.zfs import Dataset, DatasetBusy, DatasetExists, Zfs, validate_component
+
+log = logging.getLogger("zflock.agent.volumes")
+
+# Properties read for every listed copy, in one `zfs get` over the pool root.
+LIST_PROPERTIES = (
+    *ZFLOCK_PROPERTIES,
+    "mountpoint",
+    "mounted",
+    "readonly",
+    "used",
+    "referenced",
+    "quota",
+)
+
+
+class VolumeNotFound(ZflockError):
+    pass
+
+
+class NotPrimary(ZflockError):
+    pass
+
+
+def parse_int(value: str | None) -> int | None:
+    if value is None or value in ("-", "none", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def next_sequence(ownership: Ownership, snapshot_names: list[str]) -> int:
+    """The next snapshot sequence number.
+
+    The counter on the dataset can lag behind if the agent died between taking
+    a snapshot and raising it, so the names of existing snapshots count too:
+    a reused name would make the snapshot fail.
+    """
+    seen = [parsed[1] for n in snapshot_names if (parsed := parse_snapshot_name(n))]
+    return max([ownership.seq, *seen]) + 1
+
+
+class Volumes:
+    def __init__(self, config: AgentConfig, zfs: Zfs) -> None:
+        self.config = config
+        self.zfs = zfs
+
+    # -- reading ------------------------------------------------------------------
+
+    async def list(self, names: list[str] | None = None) -> list[VolumeInfo]:
+        for name in names or ():
+            validate_component(name, "volume name")
+        root = self.config.pool_root
+        datasets = await self.zfs.list_datasets(root, LIST_PROPERTIES, recursive=True)
+        snapshots = await self.zfs.list_datasets(
+            root, ("creation",), recursive=True, types=("snapshot",)
+        )
+        by_dataset: dict[str, list[Dataset]] = defaultdict(list)
+        for snap in snapshots:
+            by_dataset[snap.name.split("@", 1)[0]].append(snap)
+        wanted = set(names or ())
+        volumes = []
+        for ds in datasets:
+            parent, _, leaf = ds.name.rpartition("/")
+            if parent != root or (wanted and leaf not in wanted):
+                continue
+            try:
+                ownership = ownership_from_properties(ds.properties)
+            except NotManaged:
+                continue  # not ours: never list, touch or count it
+            volumes.append(self._info(ds, ownership, by_dataset.get(ds.name, [])))
+        return volumes
+
+    async def get(self, name: str) -> VolumeInfo:
+        found = await self.list([name])
+        if not found:
+            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}")
+        return found[0]
+
+    def _info(self, ds: Dataset, o: Ownership, snaps: list[Dataset]) -> VolumeInfo:
+        p = ds.properties
+        latest = snaps[-1] if snaps else None
+        return VolumeInfo(
+            name=o.volume,
+            node=self.config.node,
+            id=o.id,
+            role=o.role,
+            epoch=o.epoch,
+            origin=o.origin,
+            mountpoint=p.get("mountpoint") or "",
+            mounted=p.get("mounted") == "yes",
+            readonly=p.get("readonly") == "on",
+            used=parse_int(p.get("used")) or 0,
+            referenced=parse_int(p.get("referenced")) or 0,
+            quota=parse_int(p.get("quota")) or None,
+            snapshots=len(snaps),
+            latest_snapshot=latest.name.split("@", 1)[1] if latest else None,
+            latest_snapshot_time=parse_int(latest.properties.get("creation")) if latest else None,
+        )
+
+    async def ownership(self, name: str) -> Ownership:
+        dataset = self.config.dataset(validate_component(name, "volume name"))
+        if not await self.zfs.exists(dataset):
+            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}")
+        props = await self.zfs.get(dataset, ZFLOCK_PROPERTIES)
+        try:
+            return ownership_from_properties(props)
+        except NotManaged as exc:
+            raise ZflockError(
+                f"{dataset} on node {self.config.node} is not a zflock volume ({exc}); "
+                "zflock will not touch it"
+            ) from None
+
+    # -- changing -----------------------------------------------------------------
+
+    async def create(self, name: str, quota: int | None) -> VolumeInfo:
+        validate_component(name, "volume name")
+        if quota is not None and quota <= 0:
+            raise ZflockError(f"quota must be positive, got {quota}")
+        dataset = self.config.dataset(name)
+        ownership = Ownership(
+            volume=name,
+            id=str(uuid.uuid4()),
+            epoch=1,
+            role=ROLE_PRIMARY,
+            origin=self.config.node,
+            seq=0,
+        )
+        # All properties in the one `zfs create`: the dataset never exists
+        # unmarked, even if the agent is killed half way.
+        props = {
+            **ownership_properties(ownership),
+            "mountpoint": self.config.mountpoint(name),
+            "readonly": "off",
+            "canmount": "on",
+        }
+        if quota is not None:
+            props["quota"] = str(quota)
+        try:
+            await self.zfs.create(dataset, props)
+        except DatasetExists:
+            raise ZflockError(f"volume {name} already exists on node {self.config.node}") from None
+        log.info("created %s at %s", dataset, props["mountpoint"], extra={"volume": name})
+        return await self.get(name)
+
+    async def destroy(self, name: str, *, force: bool) -> Destroyed:
+        ownership = await self.ownership(name)
+        if not ownership.is_primary and not force:
+            raise NotPrimary(
+                f"node {self.config.node} holds a {ownership.role} of {name}, not its primary; "
+                "pass --force to destroy this copy"
+            )
+        dataset = self.config.dataset(name)
+        snaps = await self.zfs.list_snapshots(dataset)
+        try:
+            await self.zfs.destroy(dataset, recursive=True)
+        except DatasetBusy:
+            raise ZflockError(
+                f"volume {name} on node {self.config.node} is busy: a process still uses "
+                f"{self.config.mountpoint(name)}; stop it and retry"
+            ) from None
+        log.warning(
+            "destroyed %s (%s, epoch %d, %d snapshots)",
+            dataset,
+            ownership.role,
+            ownership.epoch,
+            len(snaps),
+            extra={"volume": name},
+        )
+        node = self.config.node
+        return Destroyed(name=name, node=node, role=ownership.role, snapshots=len(snaps))
+
+    async def snapshot(self, name: str, now: datetime | None = None) -> SnapshotInfo:
+        ownership = await self.ownership(name)
+        if not ownership.is_primary:
+            # A snapshot on a replica would fork its history from the primary's.
+            raise NotPrimary(
+                f"node {self.config.node} holds a replica of {name}; snapshot it on its primary"
+            )
+        dataset = self.config.dataset(name)
+        existing = await self.zfs.list_snapshots(dataset)
+        seq = next_sequence(ownership, [s.name for s in existing])
+        snap_name = snapshot_name(now or datetime.now(UTC), seq)
+        snap = await self.zfs.snapshot(dataset, snap_name)
+        await self.zfs.set(dataset, {PROP_SEQ: str(seq)})
+        log.info("snapshot %s", snap.full_name, extra={"volume": name})
+        return SnapshotInfo(
+            volume=name,
+            node=self.config.node,
+            snapshot=snap.name,
+            guid=snap.guid,
+            creation=snap.creation,
+        )

@@ -1,0 +1,90 @@
+"""What every cluster command shares: options, the cluster connection, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from zflock.cluster.config import Inventory, inventory_path, load_inventory
+from zflock.errors import UsageError
+from zflock.rpc import codec
+from zflock.rpc.client import ClientIdentity
+from zflock.rpc.cluster import Cluster
+
+T = TypeVar("T")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cluster_options(f: F) -> F:
+    """--cluster, --identity, --json and --timeout, shared by every cluster command."""
+    options = [
+        click.option(
+            "--cluster",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Cluster inventory (TOML). Default: $ZFLOCK_CLUSTER, "
+            "then /etc/zflock/cluster.toml.",
+        ),
+        click.option(
+            "--identity",
+            "-i",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SSH private key to authenticate to the agents. "
+            "Default: the inventory's identity.",
+        ),
+        click.option("--json", "json_out", is_flag=True, help="Print JSON instead of a table."),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=10.0,
+            show_default=True,
+            help="Seconds to wait for each node to answer.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def load_cluster(cluster: Path | None, identity: Path | None, timeout: float = 10.0) -> Cluster:
+    inventory: Inventory = load_inventory(inventory_path(cluster))
+    key_path = identity or inventory.identity
+    if key_path is None:
+        raise UsageError(
+            f"no identity key: pass --identity or set `identity` in {inventory.source}"
+        )
+    return Cluster(inventory, ClientIdentity(key_path).load(), timeout=timeout)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    try:
+        return codec.encode(obj)
+    except TypeError:
+        return obj
+
+
+def warn(message: str) -> None:
+    err_console.print(f"zflock: warning: {message}", markup=False)

@@ -1,0 +1,280 @@
+"""`zflock ls | create | destroy | snapshot`: volumes across the cluster."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from zflock.cli.app import app
+from zflock.cli.common import (
+    cluster_options,
+    console,
+    load_cluster,
+    print_json,
+    run,
+    to_jsonable,
+    warn,
+)
+from zflock.cli.units import format_age, format_bytes, parse_size
+from zflock.cli.views import VolumeView, group_volumes
+from zflock.cluster.config import validate_node_name
+from zflock.errors import ZflockError
+from zflock.rpc import messages as m
+from zflock.rpc.cluster import Cluster, NodeResult
+from zflock.zfs import validate_component
+
+
+def _validate_volume(name: str) -> str:
+    return validate_component(name, "volume name")
+
+
+async def _collect(c: Cluster, names: list[str], nodes: list[str] | None) -> list[NodeResult]:
+    return await c.call_all("list_volumes", m.ListVolumes(names=names), nodes)
+
+
+def _views(results: list[NodeResult]) -> tuple[list[VolumeView], list[NodeResult]]:
+    copies: list[m.VolumeInfo] = []
+    for r in results:
+        if r.ok:
+            copies.extend(r.value.volumes)
+    return group_volumes(copies), [r for r in results if not r.ok]
+
+
+def _view_json(v: VolumeView, now: float) -> dict[str, Any]:
+    def copy(c: m.VolumeInfo) -> dict[str, Any]:
+        age = now - c.latest_snapshot_time if c.latest_snapshot_time else None
+        return {**to_jsonable(c), "latest_snapshot_age_s": age}
+
+    return {
+        "name": v.name,
+        "id": v.id,
+        "primary": v.primary,
+        "epoch": v.epoch,
+        "copies": [copy(c) for c in v.copies],
+        "problems": v.problems,
+    }
+
+
+def _age(copy: m.VolumeInfo, now: float) -> str:
+    """How old the copy's newest snapshot is ("none" without snapshots)."""
+    t = copy.latest_snapshot_time
+    return format_age(now - t) if t else "none"
+
+
+def _unreachable(failed: list[NodeResult]) -> list[dict[str, str]]:
+    return [{"node": r.node, "error": str(r.error)} for r in failed]
+
+
+@app.command("ls")
+@click.argument("volumes", nargs=-1)
+@click.option("--node", help="Only ask this node.")
+@cluster_options
+def ls_command(
+    volumes: tuple[str, ...],
+    node: str | None,
+    cluster: Path | None,
+    identity: Path | None,
+    json_out: bool,
+    timeout: float,
+) -> None:
+    """List volumes (all, or the VOLUMES named): primary, epoch, replicas, freshness.
+
+    Exit code 1 if a node could not be asked (the rest is still listed).
+
+    --json prints {"volumes": [...], "unreachable": [{"node", "error"}]}.
+    Each volume: name, id, primary (node or null), epoch, problems (list of
+    strings), copies: one per node with name, node, id, role ("primary" or
+    "replica"), epoch, origin, mountpoint, mounted, readonly, used,
+    referenced, quota (bytes or null), snapshots (count), latest_snapshot,
+    latest_snapshot_time (unix s), latest_snapshot_age_s.
+    """
+    names = [_validate_volume(v) for v in volumes]
+    c = load_cluster(cluster, identity, timeout)
+    nodes = [c.inventory.node(validate_node_name(node)).name] if node else None
+    views, failed = _views(run(_collect(c, names, nodes)))
+    now = time.time()
+    if json_out:
+        print_json(
+            {"volumes": [_view_json(v, now) for v in views], "unreachable": _unreachable(failed)}
+        )
+    else:
+        table = Table(box=None, pad_edge=False)
+        for col in ("VOLUME", "PRIMARY", "EPOCH", "USED", "MOUNTPOINT", "REPLICAS", "SNAPSHOT AGE"):
+            table.add_column(col)
+        for v in views:
+            p = v.primary_copy
+            replicas = ", ".join(f"{r.node}({_age(r, now)})" for r in v.replicas)
+            table.add_row(
+                v.name,
+                v.primary or "?",
+                str(v.epoch),
+                format_bytes(p.used) if p else "-",
+                (p.mountpoint + ("" if p.mounted else " (unmounted)")) if p else "-",
+                replicas or "-",
+                _age(p, now) if p else "-",
+            )
+        console.print(table)
+        for v in views:
+            for problem in v.problems:
+                warn(f"{v.name}: {problem}")
+    for r in failed:
+        warn(str(r.error))
+    if names and not views and not failed:
+        raise ZflockError(f"volume {', '.join(names)} not found on any node")
+    if failed:
+        sys.exit(1)
+
+
+def _require_all(failed: list[NodeResult], action: str) -> None:
+    if failed:
+        down = ", ".join(r.node for r in failed)
+        raise ZflockError(f"cannot {action}: node(s) {down} unreachable ({failed[0].error})")
+
+
+@app.command("create")
+@click.argument("volume")
+@click.option("--on", "on", required=True, help="Node that will own the new volume.")
+@click.option("--quota", help="Size limit, e.g. 10G (binary units).")
+@cluster_options
+def create_command(
+    volume: str,
+    on: str,
+    quota: str | None,
+    cluster: Path | None,
+    identity: Path | None,
+    json_out: bool,
+    timeout: float,
+) -> None:
+    """Create a volume on a node, writable and mounted at MOUNT_ROOT/VOLUME.
+
+    The name must be unused on every node, so all nodes must answer.
+
+    --json prints the new copy: name, node, id, role, epoch, origin,
+    mountpoint, mounted, readonly, used, referenced, quota, snapshots,
+    latest_snapshot, latest_snapshot_time.
+    """
+    name = _validate_volume(volume)
+    quota_bytes = parse_size(quota, "quota") if quota is not None else None
+    c = load_cluster(cluster, identity, timeout)
+    target = c.inventory.node(validate_node_name(on)).name
+
+    async def go() -> m.VolumeInfo:
+        views, failed = _views(await _collect(c, [name], None))
+        _require_all(failed, f"check that no node already has a volume named {name}")
+        if views:
+            where = ", ".join(f"{x.node} ({x.role})" for v in views for x in v.copies)
+            raise ZflockError(f"volume {name} already exists: {where}")
+        return await c.call(target, "create_volume", m.CreateVolume(name=name, quota=quota_bytes))
+
+    info = run(go())
+    if json_out:
+        print_json(info)
+    else:
+        console.print(
+            f"created {info.name} on {info.node} at {info.mountpoint} (epoch {info.epoch})",
+            markup=False,
+        )
+
+
+@app.command("destroy")
+@click.argument("volume")
+@click.option("--node", help="Destroy only the copy on this node.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also destroy when no primary can be found, or a replica named with --node.",
+)
+@cluster_options
+def destroy_command(
+    volume: str,
+    node: str | None,
+    force: bool,
+    cluster: Path | None,
+    identity: Path | None,
+    json_out: bool,
+    timeout: float,
+) -> None:
+    """Destroy a volume: its primary and every replica, with their snapshots.
+
+    Without --node, all nodes must answer, and the primary is destroyed first
+    (if it is busy, nothing else is touched). With --node, only that copy; a
+    replica then needs --force. There is no undo.
+
+    --json prints {"destroyed": [{name, node, role, snapshots}]}.
+    """
+    name = _validate_volume(volume)
+    c = load_cluster(cluster, identity, timeout)
+    only = c.inventory.node(validate_node_name(node)).name if node else None
+
+    async def go() -> list[m.Destroyed]:
+        views, failed = _views(await _collect(c, [name], [only] if only else None))
+        _require_all(failed, f"destroy {name}")
+        copies = [x for v in views for x in v.copies]
+        if not copies:
+            where = f"on node {only}" if only else "on any node"
+            raise ZflockError(f"volume {name} not found {where}")
+        if len(views) > 1:
+            raise ZflockError(
+                f"two different volumes are named {name} (ids {', '.join(v.id for v in views)}); "
+                "destroy them one node at a time with --node"
+            )
+        view = views[0]
+        if only is None and view.primary is None and not force:
+            raise ZflockError(
+                f"no primary of {name} found ({'; '.join(view.problems)}); pass --force to "
+                "destroy the remaining copies anyway"
+            )
+        done = []
+        for copy in copies:  # primary first: group_volumes sorts it first
+            is_primary = copy.node == view.primary
+            args = m.DestroyVolume(name=name, force=force or (only is None and not is_primary))
+            done.append(await c.call(copy.node, "destroy_volume", args))
+        return done
+
+    destroyed = run(go())
+    if json_out:
+        print_json({"destroyed": destroyed})
+    else:
+        for d in destroyed:
+            console.print(
+                f"destroyed {d.name} on {d.node} ({d.role}, {d.snapshots} snapshots)",
+                markup=False,
+            )
+
+
+@app.command("snapshot")
+@click.argument("volume")
+@cluster_options
+def snapshot_command(
+    volume: str, cluster: Path | None, identity: Path | None, json_out: bool, timeout: float
+) -> None:
+    """Take a zflock snapshot of a volume on its primary.
+
+    Snapshots are named zflock-<UTC time>-<sequence>; zflock prunes only
+    snapshots named so.
+
+    --json prints: volume, node, snapshot, guid, creation (unix s).
+    """
+    name = _validate_volume(volume)
+    c = load_cluster(cluster, identity, timeout)
+
+    async def go() -> m.SnapshotInfo:
+        views, failed = _views(await _collect(c, [name], None))
+        primaries = [v for v in views if v.primary]
+        if not primaries:
+            _require_all(failed, f"find the primary of {name}")
+            raise ZflockError(f"volume {name} not found on any node with a primary copy")
+        if len(primaries) > 1:
+            raise ZflockError(f"two different volumes are named {name}; cannot choose")
+        return await c.call(primaries[0].primary, "snapshot_volume", m.SnapshotVolume(name=name))
+
+    info = run(go())
+    if json_out:
+        print_json(info)
+    else:
+        console.print(f"snapshot {info.volume}@{info.snapshot} on {info.node}", markup=False)

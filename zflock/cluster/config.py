@@ -1,0 +1,293 @@
+"""Agent configuration and the cluster inventory, from TOML files.
+
+Two files (see docs/configuration.md):
+
+* the node file (default /etc/zflock/agent.toml): which node this is and
+  where its volumes live;
+* the cluster inventory (default /etc/zflock/cluster.toml): every node's
+  address, port and SSH host public key. The CLI and the agents both read it.
+
+Parsing is strict: an unknown key is an error (a typo such as `pool-root`
+must not silently fall back to a default), and every error names the file,
+the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zflock.errors import UsageError
+
+DEFAULT_AGENT_CONFIG = Path("/etc/zflock/agent.toml")
+DEFAULT_CLUSTER_FILE = Path("/etc/zflock/cluster.toml")
+CLUSTER_ENV = "ZFLOCK_CLUSTER"
+DEFAULT_PORT = 7744
+DEFAULT_MOUNT_ROOT = "/zflock"
+
+# Node names appear in logs, properties and SSH usernames: keep them to
+# hostname characters. Validated here, at the edge, before any use.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_PUBLIC_KEY = re.compile(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?")
+
+
+class ConfigError(UsageError):
+    """A configuration or inventory file is missing, malformed or inconsistent."""
+
+
+def validate_node_name(name: str) -> str:
+    if not isinstance(name, str) or not _NODE_NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid node name {name!r}: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """Commands (argv lists, never shell strings) run around a cutover."""
+
+    pre_cutover: tuple[str, ...] = ()
+    post_cutover: tuple[str, ...] = ()
+    rollback: tuple[str, ...] = ()
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: str
+    pool_root: str
+    mount_root: str = DEFAULT_MOUNT_ROOT
+    listen: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    host_key: Path = Path("/etc/zflock/ssh_host_ed25519_key")
+    authorized_keys: Path = Path("/etc/zflock/authorized_keys")
+    cluster: Path = DEFAULT_CLUSTER_FILE
+    # How long a SIGTERM waits for running operations before cancelling them.
+    shutdown_grace: float = 20.0
+    hooks: HookConfig = field(default_factory=HookConfig)
+    volume_hooks: Mapping[str, HookConfig] = field(default_factory=dict)
+    source: Path | None = None
+
+    def dataset(self, volume: str) -> str:
+        return f"{self.pool_root}/{volume}"
+
+    def mountpoint(self, volume: str) -> str:
+        return f"{self.mount_root.rstrip('/')}/{volume}"
+
+    def hooks_for(self, volume: str) -> HookConfig:
+        return self.volume_hooks.get(volume, self.hooks)
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    name: str
+    address: str
+    port: int
+    host_key: str  # OpenSSH public key line: "ssh-ed25519 AAAA... [comment]"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    nodes: Mapping[str, NodeEntry]
+    identity: Path | None = None  # the CLI's private key, if the file names one
+    source: Path | None = None
+
+    def node(self, name: str) -> NodeEntry:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.nodes)) or "none"
+            raise UsageError(f"unknown node {name!r} (inventory has: {known})") from None
+
+
+# -- parsing helpers ------------------------------------------------------------
+
+
+class _Reader:
+    """Typed access to one TOML table that reports errors as file: key: problem."""
+
+    def __init__(self, path: Path, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.path = path
+        self.table = table
+        self.prefix = prefix
+        self.used: set[str] = set()
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.prefix}{key}: {problem}")
+
+    def get(self, key: str, kind: type, default: Any = ..., *, required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if required or default is ...:
+                raise self.error(key, "missing (required)")
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    def argv(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, list, [])
+        if not all(isinstance(a, str) for a in value):
+            raise self.error(key, "expected a list of strings (an argv, not a shell string)")
+        return tuple(value)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key")
+
+
+def _load_toml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} not found") from None
+    except PermissionError:
+        raise ConfigError(f"{what} {path} is not readable (permission denied)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+
+
+def _port(reader: _Reader, key: str = "port") -> int:
+    port = reader.get(key, int, DEFAULT_PORT)
+    if not 1 <= port <= 65535:
+        raise reader.error(key, f"port {port} out of range 1-65535")
+    return port
+
+
+def _address(reader: _Reader, key: str, default: Any = ...) -> str:
+    value = reader.get(key, str, default)
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        # A DNS name is fine for an inventory; only refuse what cannot be one.
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", value):
+            raise reader.error(key, f"{value!r} is neither an IP address nor a host name") from None
+    return value
+
+
+def _hooks(path: Path, table: Mapping[str, Any], prefix: str) -> HookConfig:
+    r = _Reader(path, table, prefix)
+    hooks = HookConfig(
+        pre_cutover=r.argv("pre_cutover"),
+        post_cutover=r.argv("post_cutover"),
+        rollback=r.argv("rollback"),
+        timeout=r.get("timeout", float, 60.0),
+    )
+    if hooks.timeout <= 0:
+        raise r.error("timeout", "must be positive")
+    r.finish()
+    return hooks
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value)
+    return p if p.is_absolute() else (base.parent / p)
+
+
+def load_agent_config(path: Path = DEFAULT_AGENT_CONFIG) -> AgentConfig:
+    # Imported here: cluster/ sits beside zfs/ and only needs its validators.
+    from zflock.zfs.names import validate_component, validate_dataset_name
+
+    data = _load_toml(path, "agent config")
+    r = _Reader(path, data)
+    node = r.get("node", str, required=True)
+    try:
+        validate_node_name(node)
+    except UsageError as exc:
+        raise r.error("node", str(exc)) from None
+    pool_root = r.get("pool_root", str, required=True)
+    try:
+        validate_dataset_name(pool_root)
+    except UsageError as exc:
+        raise r.error("pool_root", str(exc)) from None
+    mount_root = r.get("mount_root", str, DEFAULT_MOUNT_ROOT)
+    if not mount_root.startswith("/") or ".." in mount_root.split("/"):
+        raise r.error("mount_root", f"{mount_root!r} must be an absolute path without '..'")
+    hooks_table = r.get("hooks", dict, {})
+    volumes_table = r.get("volumes", dict, {})
+    volume_hooks: dict[str, HookConfig] = {}
+    for volume, table in volumes_table.items():
+        try:
+            validate_component(volume, "volume name")
+        except UsageError as exc:
+            raise r.error(f"volumes.{volume}", str(exc)) from None
+        if not isinstance(table, dict):
+            raise r.error(f"volumes.{volume}", "expected a table")
+        vr = _Reader(path, table, f"volumes.{volume}.")
+        volume_hooks[volume] = _hooks(path, vr.get("hooks", dict, {}), f"volumes.{volume}.hooks.")
+        vr.finish()
+    grace = r.get("shutdown_grace", float, 20.0)
+    config = AgentConfig(
+        node=node,
+        pool_root=pool_root,
+        mount_root=mount_root,
+        listen=_address(r, "listen", "0.0.0.0"),
+        port=_port(r),
+        host_key=_resolve(path, r.get("host_key", str, "/etc/zflock/ssh_host_ed25519_key")),
+        authorized_keys=_resolve(
+            path, r.get("authorized_keys", str, "/etc/zflock/authorized_keys")
+        ),
+        cluster=_resolve(path, r.get("cluster", str, str(DEFAULT_CLUSTER_FILE))),
+        shutdown_grace=grace,
+        hooks=_hooks(path, hooks_table, "hooks."),
+        volume_hooks=volume_hooks,
+        source=path,
+    )
+    r.finish()
+    return config
+
+
+def load_inventory(path: Path) -> Inventory:
+    data = _load_toml(path, "cluster inventory")
+    r = _Reader(path, data)
+    identity = r.get("identity", str, None)
+    nodes_table = r.get("nodes", dict, required=True)
+    nodes: dict[str, NodeEntry] = {}
+    for name, table in nodes_table.items():
+        try:
+            validate_node_name(name)
+        except UsageError as exc:
+            raise r.error(f"nodes.{name}", str(exc)) from None
+        if not isinstance(table, dict):
+            raise r.error(f"nodes.{name}", "expected a table")
+        nr = _Reader(path, table, f"nodes.{name}.")
+        host_key = nr.get("host_key", str, required=True)
+        if not _PUBLIC_KEY.fullmatch(host_key):
+            raise nr.error("host_key", "expected an OpenSSH public key ('ssh-ed25519 AAAA...')")
+        nodes[name] = NodeEntry(
+            name=name, address=_address(nr, "address"), port=_port(nr), host_key=host_key
+        )
+        nr.finish()
+    if not nodes:
+        raise r.error("nodes", "no nodes defined")
+    r.finish()
+    return Inventory(
+        nodes=nodes,
+        identity=_resolve(path, identity) if identity else None,
+        source=path,
+    )
+
+
+def inventory_path(explicit: Path | None) -> Path:
+    """--cluster FILE, then $ZFLOCK_CLUSTER, then the default path."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CLUSTER_ENV)
+    return Path(env) if env else DEFAULT_CLUSTER_FILE

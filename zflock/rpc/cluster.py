@@ -1,0 +1,56 @@
+"""Talking to many agents at once: the inventory plus a client key.
+
+`call_all` asks every node concurrently and returns one `NodeResult` per
+node, success or failure, so callers can report an unreachable node
+instead of failing the whole command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from zflock.cluster.config import Inventory
+from zflock.errors import ZflockError
+from zflock.rpc.client import AgentClient
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node: str
+    value: Any = None
+    error: ZflockError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Cluster:
+    def __init__(self, inventory: Inventory, key: asyncssh.SSHKey, *, timeout: float = 10.0):
+        self.inventory = inventory
+        self.key = key
+        self.timeout = timeout
+
+    def client(self, node: str) -> AgentClient:
+        return AgentClient(self.inventory.node(node), self.key, timeout=self.timeout)
+
+    async def call(self, node: str, op: str, args: Any, **kwargs: Any) -> Any:
+        async with self.client(node) as client:
+            return await client.call(op, args, **kwargs)
+
+    async def _result(self, node: str, op: str, args: Any) -> NodeResult:
+        try:
+            return NodeResult(node, value=await self.call(node, op, args))
+        except ZflockError as exc:
+            return NodeResult(node, error=exc)
+
+    async def call_all(
+        self, op: str, args: Any, nodes: Iterable[str] | None = None
+    ) -> list[NodeResult]:
+        names = list(nodes) if nodes is not None else sorted(self.inventory.nodes)
+        return list(await asyncio.gather(*(self._result(n, op, args) for n in names)))

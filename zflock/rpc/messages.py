@@ -1,0 +1,115 @@
+"""The typed operations an agent serves (protocol version 1).
+
+Each operation has an argument dataclass and a result dataclass; `OPERATIONS`
+maps the wire name to both. Field names here are also the stable names of
+the CLI's --json output (docs/cli-json.md), so renaming one is a protocol
+change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Empty:
+    pass
+
+
+# -- node_info --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node: str
+    agent_version: str
+    protocol: int
+    zfs_implementation: str
+    zfs_version: str | None
+    capabilities: dict[str, bool]
+    pool_root: str
+    mount_root: str
+    pool_size: int
+    pool_free: int
+    uptime_s: float
+    running_jobs: int
+
+
+# -- volumes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """One copy of a volume on one node, as its zflock properties describe it."""
+
+    name: str
+    node: str
+    id: str
+    role: str  # "primary" | "replica"
+    epoch: int
+    origin: str
+    mountpoint: str
+    mounted: bool
+    readonly: bool
+    used: int
+    referenced: int
+    quota: int | None
+    snapshots: int
+    latest_snapshot: str | None
+    latest_snapshot_time: int | None  # unix seconds
+
+
+@dataclass(frozen=True)
+class ListVolumes:
+    names: list[str] = field(default_factory=list)  # empty: all
+
+
+@dataclass(frozen=True)
+class VolumeList:
+    volumes: list[VolumeInfo]
+
+
+@dataclass(frozen=True)
+class CreateVolume:
+    name: str
+    quota: int | None = None
+    wait: bool = True  # wait for another operation on the volume instead of failing
+
+
+@dataclass(frozen=True)
+class DestroyVolume:
+    name: str
+    force: bool = False  # allow destroying a copy that is not the primary
+    wait: bool = True
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    name: str
+    node: str
+    role: str
+    snapshots: int
+
+
+@dataclass(frozen=True)
+class SnapshotVolume:
+    name: str
+    wait: bool = True
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    volume: str
+    node: str
+    snapshot: str
+    guid: int
+    creation: int
+
+
+OPERATIONS: dict[str, tuple[type, type]] = {
+    "node_info": (Empty, NodeInfo),
+    "list_volumes": (ListVolumes, VolumeList),
+    "create_volume": (CreateVolume, VolumeInfo),
+    "destroy_volume": (DestroyVolume, Destroyed),
+    "snapshot_volume": (SnapshotVolume, SnapshotInfo),
+}

@@ -1,0 +1,53 @@
+"""Plain data the zfs layer hands to the rest of zflock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    dataset: str  # "pool/vol"
+    name: str  # short name after '@'
+    guid: int
+    createtxg: int | None  # None where the ZFS does not report it
+    creation: int  # unix seconds
+    used: int  # bytes
+    referenced: int  # bytes
+    index: int  # position in creation order (0 = oldest)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.dataset}@{self.name}"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    type: str  # "filesystem" | "volume" | "snapshot"
+    properties: Mapping[str, str] = field(
+        default_factory=dict
+    )  # raw -p values; unset user props absent
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    implementation: str  # "zfs-fuse" | "openzfs"
+    version: str | None  # e.g. "2.1.11"; None for zfs-fuse
+    resume_tokens: bool  # receive -s / receive_resume_token / send -t
+    receive_unmounted: bool  # receive -u
+    holds: bool
+    bookmarks: bool
+    send_estimates: bool  # send -nP
+    createtxg: bool
+    list_parsable: bool  # zfs list -p / zpool list -p
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    size: int
+    allocated: int
+    free: int
+    health: str
