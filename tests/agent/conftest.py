@@ -65,11 +65,7 @@ class AgentLab:
 def agent_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentLab]:
     from zflock.lab import agents
 
-    with lab_session(nodes=3) as state:
-        agents.start_all(state)
-        from zflock import lab
-
-        lab.save_state(state)
+    with lab_session(nodes=3) as state:  # `lab up` starts the agents
         cluster_file = agents.cluster_file(state)
         env = {**os.environ, "ZFLOCK_CLUSTER": str(cluster_file), "COLUMNS": "200"}
         yield AgentLab(state=state, cluster_file=cluster_file, env=env)

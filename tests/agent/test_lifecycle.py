@@ -160,8 +160,11 @@ def test_sigterm_during_operations_exits_cleanly(
     own_agents.append(p)
     assert listener.recv(100) == b"READY=1"
 
+    # An inventory of node2 alone, pointing at our agent's port.
     inv = tmp_path / "cluster.toml"
-    inv.write_text(agent_lab.cluster_file.read_text().replace("port = 7744", "port = 7746"))
+    blocks = agent_lab.cluster_file.read_text().split("\n\n")
+    kept = [b for b in blocks if "[nodes." not in b or "[nodes.node2]" in b]
+    inv.write_text("\n\n".join(kept).replace("port = 7744", "port = 7746"))
 
     def create(i: int) -> subprocess.Popen[bytes]:
         argv = ["create", f"term{i}", "--on", "node2", "--cluster", str(inv)]

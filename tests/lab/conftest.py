@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.labfixture import lab_session, lab_unavailable_reason, unique_lab_name
-from zflock.lab import LabState
+from tests.labfixture import lab_fixture, lab_unavailable_reason, unique_lab_name
 
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[LabState]:
-    """A running 3-node lab (256M pools) shared by one test module, always taken down."""
-    with lab_session(nodes=3) as state:
-        yield state
+# A running 3-node lab (256M pools) shared by one test module, always taken
+# down; made by the same factory other test packages use.
+lab = lab_fixture(nodes=3, scope="module")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def run_in(state: LabState, node: str, *argv: str) -> subprocess.CompletedProces
 
 def pool_guid(state: LabState, node: str) -> str:
     # (zfs-fuse's `zpool get` has no -H; the root dataset's GUID is as unique.)
-    r = run_in(state, node, "zfs", "get", "-H", "-o", "value", "guid", state.pool)
+    r = run_in(state, node, "zfs", "get", "-H", "-p", "-o", "value", "guid", state.pool)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()
 
@@ -81,7 +81,7 @@ def test_a_node_reaches_another_nodes_sshd_and_its_zfs(lab: LabState) -> None:
     r = run_in(
         lab,
         "node1",
-        *labapi.ssh_argv(lab, "node2", "zfs", "get", "-H", "-o", "value", "guid", "tank"),
+        *labapi.ssh_argv(lab, "node2", "zfs", "get", "-H", "-p", "-o", "value", "guid", "tank"),
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [pool_guid(lab, "node2")]

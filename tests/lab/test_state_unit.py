@@ -129,3 +129,15 @@ def test_process_records_tell_recycled_pids_apart() -> None:
     assert is_running(me)
     assert process_starttime(os.getpid()) == me.starttime
     assert not is_running(ProcessRecord(pid=os.getpid(), starttime=me.starttime + 1))
+
+
+def test_public_api_resolves_and_never_shadows_a_submodule() -> None:
+    import pkgutil
+
+    import zflock.lab as lab
+
+    submodules = {m.name for m in pkgutil.iter_modules(lab.__path__)}
+    assert not submodules & set(lab.__all__)  # `lab.up` must stay the function
+    for name in lab.__all__:
+        assert getattr(lab, name) is not None
+    assert callable(lab.up) and callable(lab.down) and callable(lab.node_prefix)

@@ -51,8 +51,7 @@ async def test_list_datasets_types_include_snapshots(zfs_node: ZfsNode, src_root
     zfs = zfs_node.zfs
     await zfs.snapshot(src_root, "s1")
     kinds = {
-        d.name: d.type
-        for d in await zfs.list_datasets(src_root, types=("filesystem", "snapshot"))
+        d.name: d.type for d in await zfs.list_datasets(src_root, types=("filesystem", "snapshot"))
     }
     assert kinds == {src_root: "filesystem", f"{src_root}@s1": "snapshot"}
     only_fs = await zfs.list_datasets(src_root)
@@ -96,11 +95,11 @@ async def test_get_set_inherit_user_properties(zfs_node: ZfsNode, src_root: str)
         "zflock:epoch": None,
         "zflock:role": None,
     }
-    await zfs.set(src_root, {"zflock:epoch": "3", "zflock:role": "primary", "readonly": "on"})
-    got = await zfs.get(src_root, ["zflock:epoch", "zflock:role", "readonly", "guid"])
+    await zfs.set(src_root, {"zflock:epoch": "3", "zflock:role": "primary", "atime": "off"})
+    got = await zfs.get(src_root, ["zflock:epoch", "zflock:role", "atime", "guid"])
     assert got["zflock:epoch"] == "3"
     assert got["zflock:role"] == "primary"
-    assert got["readonly"] == "on"
+    assert got["atime"] == "off"
     assert got["guid"] is not None and int(got["guid"]) > 0
 
     await zfs.set(src_root, {"zflock:role": "-"})  # a literal "-" is a value, not "unset"
@@ -108,9 +107,9 @@ async def test_get_set_inherit_user_properties(zfs_node: ZfsNode, src_root: str)
 
     await zfs.inherit(src_root, "zflock:epoch")
     await zfs.inherit(src_root, "zflock:role")
-    await zfs.inherit(src_root, "readonly")
-    got = await zfs.get(src_root, ["zflock:epoch", "zflock:role", "readonly"])
-    assert got == {"zflock:epoch": None, "zflock:role": None, "readonly": "off"}
+    await zfs.inherit(src_root, "atime")
+    got = await zfs.get(src_root, ["zflock:epoch", "zflock:role", "atime"])
+    assert got == {"zflock:epoch": None, "zflock:role": None, "atime": "on"}
 
     # A child inherits a user property set on its parent.
     await zfs.create(f"{src_root}/c")
@@ -250,3 +249,23 @@ async def test_invalid_names_refused_before_running(zfs_node: ZfsNode, src_root:
         await zfs.snapshot(src_root, "a@b")
     # Nothing was created by the refused calls.
     assert [d.name for d in await zfs.list_datasets(src_root)] == [src_root]
+
+
+async def test_readonly_fences_writes(zfs_node: ZfsNode, src_root: str) -> None:
+    """readonly=on stops writes at once. (zfs-fuse quirk: while the dataset is
+    mounted, `zfs get readonly` reports "off"/"temporary" although writes fail;
+    only after an unmount does it show "on". Do not read `readonly` of a mounted
+    dataset on zfs-fuse to decide whether it is writable.)"""
+    zfs = zfs_node.zfs
+    vol = f"{src_root}/ro"
+    await zfs.create(vol)
+    zfs_node.path(vol, "before").write_bytes(b"ok")
+    await zfs.set(vol, {"readonly": "on"})
+    with pytest.raises(OSError):
+        zfs_node.path(vol, "after").write_bytes(b"refused")
+    await zfs.unmount(vol)
+    assert (await zfs.get(vol, ["readonly"]))["readonly"] == "on"
+    await zfs.mount(vol)
+    assert zfs_node.path(vol, "before").read_bytes() == b"ok"
+    await zfs.set(vol, {"readonly": "off"})
+    zfs_node.path(vol, "after").write_bytes(b"allowed")

@@ -21,9 +21,7 @@ from zflock.zfs import (
 )
 
 
-async def transfer(
-    src: ZfsNode, snapshot: str, dst: ZfsNode, target: str, **kwargs: object
-) -> int:
+async def transfer(src: ZfsNode, snapshot: str, dst: ZfsNode, target: str, **kwargs: object) -> int:
     base = kwargs.pop("base", None)
     intermediates = bool(kwargs.pop("intermediates", False))
     return await pipe(
@@ -51,7 +49,9 @@ async def test_full_then_incremental_i_and_big_i(
     await src.zfs.snapshot(vol, "s1")
 
     progress: list[int] = []
-    copied = await pipe(src.zfs.send(f"{vol}@s1"), dst.zfs.receive(target), on_progress=progress.append)
+    copied = await pipe(
+        src.zfs.send(f"{vol}@s1"), dst.zfs.receive(target), on_progress=progress.append
+    )
     assert copied > 300_000
     assert progress and progress[-1] == copied and progress == sorted(progress)
     assert tree(dst, target) == tree(src, vol)
@@ -224,9 +224,7 @@ async def test_aborted_receive_leaves_no_process_and_no_dataset(
     assert dst.path(target, "big.bin").read_bytes() == src.path(src_root, "big.bin").read_bytes()
 
 
-async def test_exception_inside_receive_block_kills_it(
-    zfs_node2: ZfsNode, dst_root: str
-) -> None:
+async def test_exception_inside_receive_block_kills_it(zfs_node2: ZfsNode, dst_root: str) -> None:
     recv = zfs_node2.zfs.receive(f"{dst_root}/x")
     with pytest.raises(RuntimeError, match="boom"):
         async with recv as r:

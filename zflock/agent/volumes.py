@@ -182,6 +182,11 @@ class Volumes:
         dataset = self.config.dataset(name)
         snaps = await self.zfs.list_snapshots(dataset)
         try:
+            # Unmount first: zfs-fuse refuses to destroy a mounted filesystem
+            # ("dataset is busy") even when nothing uses it, and on every ZFS
+            # a failing unmount is the clearest sign that a process holds it.
+            if await self.zfs.is_mounted(dataset):
+                await self.zfs.unmount(dataset)
             await self.zfs.destroy(dataset, recursive=True)
         except DatasetBusy:
             raise ZflockError(

@@ -6,107 +6,143 @@ import json
 import os
 import sys
 import time
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 from rich.console import Console
 from rich.table import Table
 
 from zflock.cli.app import app
-from zflock.lab.plan import DEFAULT_LAB_NAME, parse_size, validate_lab_name
-
-lab_app = typer.Typer(
-    help="A local multi-node ZFS cluster in network namespaces (needs root).",
-    no_args_is_help=True,
+from zflock.lab.plan import (
+    DEFAULT_LAB_NAME,
+    MAX_NODES,
+    parse_size,
+    validate_lab_name,
+    validate_node_count,
 )
-app.add_typer(lab_app, name="lab")
-
-NAME_HELP = "Lab name: 1-10 characters of a-z, 0-9, '-' (env ZFLOCK_LAB_NAME)."
 
 
-def _name_option() -> Any:
-    return typer.Option(DEFAULT_LAB_NAME, "--name", envvar="ZFLOCK_LAB_NAME", help=NAME_HELP)
+@app.group("lab")
+def lab_group() -> None:
+    """A local multi-node ZFS cluster in network namespaces (needs root).
+
+    Each node is a network namespace with its own address on a lab bridge
+    (the host is a client of it), a private mount namespace with its own
+    zfs-fuse daemon and pool `tank` in a sparse file, and sshd. The lab's
+    state (addresses, PIDs, paths) is kept in /var/lib/zflock-lab/NAME.json,
+    so any shell can use it and take it down.
+    """
+
+
+name_option = click.option(
+    "--name",
+    default=DEFAULT_LAB_NAME,
+    show_default=True,
+    envvar="ZFLOCK_LAB_NAME",
+    help="Lab name: 1-10 characters of a-z, 0-9, '-' ($ZFLOCK_LAB_NAME).",
+)
 
 
 def _human(n: int) -> str:
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    raise AssertionError("unreachable")
+    return f"{value:.1f} TiB"
 
 
-@lab_app.command("up")
-def up_cmd(
-    nodes: int = typer.Option(3, "--nodes", "-n", help="Number of nodes (1-16)."),
-    name: str = _name_option(),
-    pool_size: str = typer.Option(
-        "1G", "--pool-size", help="Size of each node's sparse pool file, e.g. 256M, 1G."
-    ),
-) -> None:
-    """Bring a lab up (or show it if it is already up)."""
+@lab_group.command("up")
+@click.option(
+    "--nodes",
+    "-n",
+    type=int,
+    default=3,
+    show_default=True,
+    help=f"Number of nodes (1-{MAX_NODES}).",
+)
+@name_option
+@click.option(
+    "--pool-size",
+    default="1G",
+    show_default=True,
+    help="Size of each node's sparse pool file, e.g. 256M, 1G.",
+)
+def up_command(nodes: int, name: str, pool_size: str) -> None:
+    """Bring a lab up, or show how to use it if it is already up.
+
+    Fails with one line if this machine lacks root, zfs-fuse, sshd or
+    namespace support, before creating anything. A lab that is partly up
+    (a node's process died, or `up` was interrupted) is not repaired: take it
+    down with `zflock lab down` and bring it up again.
+    """
     from zflock.lab import find_state, up
+    from zflock.lab.preflight import preflight
 
+    # Bad input first (exit 2), then what the machine lacks (exit 1), and
+    # only then anything that touches the lab's files.
     validate_lab_name(name)
+    validate_node_count(nodes)
     size = parse_size(pool_size)
+    preflight()
     already = find_state(name)
     started = time.monotonic()
     state = up(
         name,
         nodes,
         pool_size=size,
-        progress=lambda line: typer.echo(f"lab {name}: {line}", err=True),
+        progress=lambda line: click.echo(f"lab {name}: {line}", err=True),
     )
-    elapsed = time.monotonic() - started
     if already is not None:
-        typer.echo(f"lab {name!r} is already up.")
+        click.echo(f"lab '{name}' is already up.")
     else:
-        typer.echo(f"lab {name!r} is up in {elapsed:.1f} s.")
+        click.echo(f"lab '{name}' is up in {time.monotonic() - started:.1f} s.")
     _print_usage(state)
 
 
 def _print_usage(state: Any) -> None:
-    from zflock.lab import LabState
-
-    assert isinstance(state, LabState)
     flag = "" if state.name == DEFAULT_LAB_NAME else f" --name {state.name}"
-    first = next(iter(state.nodes))
-    pub_first = state.nodes[first].address
+    first = next(iter(state.nodes.values()))
     lines = [
         f"  subnet {state.subnet}, host {state.host_address} on bridge {state.bridge}",
-        f"  pool {state.pool} on every node, dataset {state.pool_root} "
+        f"  pool {state.pool} on every node; dataset {state.pool_root} "
         f"mounted at {state.mount_root} inside the node",
     ]
     for node in state.nodes.values():
         lines.append(f"  {node.name:<7} {node.address:<15} netns {node.netns}")
+    from zflock.lab.agents import cluster_file
+
     lines += [
         "",
-        f"run a command on a node:  zflock lab exec{flag} {first} -- zpool list",
-        f"log in with ssh:          ssh -F {state.ssh_config} {first}",
+        "use zflock against the lab (agents run on every node):",
+        f"  export ZFLOCK_CLUSTER={cluster_file(state)}",
+        "  zflock nodes",
+        f"  zflock create web --on {first.name}",
+        "",
+        f"run a command on a node:  zflock lab exec{flag} {first.name} -- zpool list",
+        f"log in with ssh:          ssh -F {state.ssh_config} {first.name}",
         f"                      or  ssh -i {state.operator_key} "
-        f"-o UserKnownHostsFile={state.known_hosts} root@{pub_first}",
+        f"-o UserKnownHostsFile={state.known_hosts} root@{first.address}",
         f"status:                   zflock lab status{flag}",
         f"take it down:             zflock lab down{flag}",
         f"state file:               {state.state_file}",
     ]
     # Plain lines, never wrapped: operators copy these commands.
     for line in lines:
-        typer.echo(line)
+        click.echo(line)
 
 
-@lab_app.command("status")
-def status_cmd(
-    name: str = _name_option(),
-    as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
-) -> None:
-    """Show the lab's nodes, their processes and pools."""
+@lab_group.command("status")
+@name_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_command(name: str, as_json: bool) -> None:
+    """Show the lab's nodes, their processes and pools (exit 1 if anything is down)."""
     from zflock.lab import inspect, load_state
 
     state = load_state(name)
     health = inspect(state)
     if as_json:
-        typer.echo(json.dumps(_status_json(state, health), indent=2))
+        click.echo(json.dumps(_status_json(state, health), indent=2))
         return
     roles: list[str] = []
     for node in health.nodes:
@@ -120,8 +156,7 @@ def status_cmd(
             if role not in node.processes:
                 cells.append("-")
             else:
-                alive = node.processes[role]
-                cells.append(f"{node.pids[role]} {'up' if alive else 'DOWN'}")
+                cells.append(f"{node.pids[role]} {'up' if node.processes[role] else 'DOWN'}")
         if node.pool is not None:
             cells += [node.pool.health, _human(node.pool.free)]
         else:
@@ -131,14 +166,14 @@ def status_cmd(
     if not out.is_terminal:
         out = Console(highlight=False, width=200)  # a pipe: do not truncate cells
     out.print(table)
+    for problem in health.problems:
+        click.echo(f"problem: {problem}")
     if health.problems:
-        for problem in health.problems:
-            out.print(f"problem: {problem}", markup=False)
-        raise typer.Exit(1)
+        raise click.exceptions.Exit(1)
 
 
 def _status_json(state: Any, health: Any) -> dict[str, Any]:
-    data = state.to_json()
+    data: dict[str, Any] = state.to_json()
     data["healthy"] = health.healthy
     data["problems"] = health.problems
     for node in health.nodes:
@@ -161,33 +196,47 @@ def _status_json(state: Any, health: Any) -> dict[str, Any]:
     return data
 
 
-@lab_app.command(
-    "exec",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+@lab_group.command(
+    "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
 )
-def exec_cmd(
-    node: Annotated[str, typer.Argument(help="Node name, e.g. node2.")],
-    command: Annotated[list[str], typer.Argument(help="Command and arguments (after --).")],
-    name: str = _name_option(),
-) -> None:
-    """Run COMMAND inside NODE (its network and mount namespace); exits with its status."""
+@name_option
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_command(name: str, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside NODE (its network and mount namespace).
+
+    Usage: zflock lab exec [--name LAB] NODE -- COMMAND [ARGS...]. The
+    command's arguments are passed as they are (no shell); stdin, stdout and
+    stderr are the command's, and so is the exit status.
+    """
+    from zflock.errors import UsageError
     from zflock.lab import load_state, node_prefix
 
+    # With options parsing stopped at NODE, click hands the `--` through.
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: zflock lab exec NODE -- COMMAND [ARGS...]")
     state = load_state(name)
     argv = [*node_prefix(state, node), *command]
     sys.stdout.flush()
     sys.stderr.flush()
-    # Replace this process: stdin/stdout/stderr, signals and the exit status
-    # are the command's own (nsenter execs it too).
+    # Replace this process (nsenter then execs the command too): signals and
+    # the exit status are the command's own.
     os.execvp(argv[0], argv)
 
 
-@lab_app.command("down")
-def down_cmd(name: str = _name_option()) -> None:
-    """Take the lab down: stop its processes, remove namespaces, links, pools, files."""
+@lab_group.command("down")
+@name_option
+def down_command(name: str) -> None:
+    """Take the lab down: stop its processes, remove namespaces, links, pools and files.
+
+    Everything is found through the lab's state file, by recorded PID and
+    name. Running it again, or for a lab that is not up, does nothing.
+    """
     from zflock.lab import down
 
     if down(name):
-        typer.echo(f"lab {name!r} is down; nothing of it is left.")
+        click.echo(f"lab '{name}' is down; nothing of it is left.")
     else:
-        typer.echo(f"lab {name!r} is not up; nothing to do.")
+        click.echo(f"lab '{name}' is not up; nothing to do.")

@@ -55,7 +55,7 @@ def nodes_command(
     else:
         table = Table(box=None, pad_edge=False)
         for col in ("NODE", "ADDRESS", "STATUS", "ZFS", "FREE", "FEATURES", "UPTIME"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for row in rows:
             if row["status"] == "up":
                 zfs = row["zfs_implementation"] + (

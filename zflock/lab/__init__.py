@@ -48,7 +48,6 @@ _EXPORTS = {
     "InvalidLabName": "zflock.lab.plan",
     "UnknownNode": "zflock.lab.plan",
     "LabPrerequisiteMissing": "zflock.lab.preflight",
-    "preflight": "zflock.lab.preflight",
 }
 
 __all__ = sorted(_EXPORTS)

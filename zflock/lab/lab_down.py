@@ -1,12 +1,13 @@
 """`lab down`: remove everything a lab's state file records, tolerating what is gone.
 
-Per node: stop the recorded processes other than zfs-fuse (sshd, later the
-agent) in reverse start order, export the pool (through zflock.zfs), stop
-zfs-fuse, kill whatever still runs inside the node's namespaces (ssh
-sessions, `lab exec` commands: found by namespace membership, not by name),
-delete the veth pair and the network namespace. Then the bridge, the lab
-directory (pool files, keys, logs) and last the state file, so that an
-interrupted `down` can simply be run again.
+All nodes at once, step by step: stop the recorded processes other than
+zfs-fuse (the agent, sshd: latest role first), kill whatever else still runs
+inside a node's namespaces (ssh sessions, `lab exec` commands: found by
+namespace membership, never by name), export each pool (through zflock.zfs),
+stop each zfs-fuse (its private mount namespace, with every mount of the
+node, goes with it), delete the network namespaces and the veth pairs. Then
+the bridge, the lab directory (pool files, keys, logs) and last the state
+file, so that an interrupted `down` can simply be run again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from zflock.lab import net, procs
 from zflock.lab.aio import run_sync
 from zflock.lab.lock import lab_lock
 from zflock.lab.plan import DEFAULT_LAB_NAME, validate_lab_name
+from zflock.lab.preflight import LabPrerequisiteMissing, check_root
 from zflock.lab.state import LabState, NodeState, find_state, lab_root
 
 
@@ -30,12 +32,14 @@ class LabTeardownIncomplete(ZflockError):
 def down(name: str = DEFAULT_LAB_NAME, *, root: Path | None = None) -> bool:
     """Take lab `name` down. Returns False when there was nothing to do."""
     validate_lab_name(name)
+    if problem := check_root():
+        raise LabPrerequisiteMissing(problem)
     with lab_lock():
         state = find_state(name, root=root)
         if state is None:
             return False
         teardown(state)
-        _remove_empty_root(lab_root(root))
+        remove_empty_root(lab_root(root))
         return True
 
 
@@ -169,7 +173,7 @@ def _remove_dir(path: Path, state: LabState) -> None:
         shutil.rmtree(path)
 
 
-def _remove_empty_root(root: Path) -> None:
+def remove_empty_root(root: Path) -> None:
     try:
         root.rmdir()  # only succeeds when no other lab is recorded there
     except OSError:

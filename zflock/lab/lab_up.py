@@ -17,16 +17,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from zflock.errors import ZflockError
+from zflock.errors import UsageError, ZflockError
 from zflock.lab import net, procs, sshd
 from zflock.lab.aio import run_sync
 from zflock.lab.health import decide_up, inspect
-from zflock.lab.lab_down import teardown
+from zflock.lab.lab_down import remove_empty_root, teardown
 from zflock.lab.lock import lab_lock
 from zflock.lab.nodes import node_zfs
 from zflock.lab.plan import (
     DEFAULT_LAB_NAME,
     DEFAULT_POOL_SIZE,
+    MIN_POOL_SIZE,
     LabPlan,
     plan_lab,
     validate_lab_name,
@@ -67,6 +68,8 @@ def up(
     """
     validate_lab_name(name)
     validate_node_count(nodes)
+    if pool_size < MIN_POOL_SIZE:
+        raise UsageError(f"invalid pool size {pool_size}: at least {MIN_POOL_SIZE >> 20} MiB")
     preflight()
     root = lab_root(root)
     with lab_lock():
@@ -85,6 +88,7 @@ def up(
             progress("failed; removing what was created")
             try:
                 teardown(state)
+                remove_empty_root(root)
             except ZflockError as exc:
                 progress(f"cleanup incomplete: {exc}")
             raise
@@ -170,6 +174,15 @@ def _build(state: LabState, progress: Progress) -> None:
     _start_sshds(state)
     _write_client_files(state)
     save_state(state)
+    progress("agents: configuring keys and inventory, starting `zflock agent` on every node")
+    # Imported here: agents.py imports cluster config, which the node
+    # start-up path (nodeinit) must not pay for.
+    from zflock.lab import agents
+
+    try:
+        agents.start_all(state)
+    finally:
+        save_state(state)  # record every agent PID that started
 
 
 def _start_daemons(state: LabState) -> None:

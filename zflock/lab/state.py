@@ -264,6 +264,10 @@ def find_state(name: str, *, root: Path | None = None) -> LabState | None:
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise ZflockError(
+            f"cannot read lab state {path}: permission denied (run as root)"
+        ) from None
     try:
         return LabState.from_json(json.loads(text))
     except (ValueError, KeyError, TypeError) as exc:

@@ -8,7 +8,7 @@ are checked against the capability probe and refused with Unsupported.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from tenacity import (
     AsyncRetrying,
@@ -305,7 +305,13 @@ class Zfs:
         await self.runner.run(argv)
 
     async def rename(self, old: str, new: str) -> None:
-        """Rename a dataset, or a snapshot within its dataset."""
+        """Rename a dataset, or a snapshot within its dataset.
+
+        zfs-fuse refuses to rename a mounted filesystem ("dataset is busy",
+        for seconds, once for 45 s) but renames an unmounted one at once, so
+        there the mounted datasets are unmounted first and mounted again
+        under their new names.
+        """
         if "@" in old or "@" in new:
             old_ds, _ = split_snapshot_name(old)
             new_ds, _ = split_snapshot_name(new)
@@ -313,16 +319,32 @@ class Zfs:
                 raise InvalidName(
                     f"cannot rename snapshot {old!r} to {new!r}: a snapshot stays in its dataset"
                 )
-        else:
-            validate_dataset_name(old)
-            validate_dataset_name(new)
-        await self.runner.run(["zfs", "rename", old, new])
+            await self.runner.run(["zfs", "rename", old, new])
+            return
+        validate_dataset_name(old)
+        validate_dataset_name(new)
+        argv = ["zfs", "rename", old, new]
+        if (await self.capabilities()).implementation != "zfs-fuse":
+            await self.runner.run(argv)
+            return
+        mounted = [
+            d.name
+            for d in await self.list_datasets(old, ["mounted"])
+            if d.properties.get("mounted") == "yes"
+        ]
+        for name in reversed(mounted):  # children before parents
+            await self.unmount(name)
+        try:
+            await self._retry_busy(lambda: self.runner.run(argv))
+        except BaseException:
+            for name in mounted:
+                await self.mount(name)
+            raise
+        for name in mounted:
+            await self.mount(new + name[len(old) :])
 
-    # -- mounting -----------------------------------------------------------
-
-    async def mount(self, name: str) -> None:
-        """Mount; retries "busy" for a few seconds (zfs-fuse right after an unmount)."""
-        validate_dataset_name(name)
+    async def _retry_busy(self, attempt_once: Callable[[], Awaitable[object]]) -> None:
+        """Retry a command that zfs-fuse may call "busy" for a moment after an unmount."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(DatasetBusy),
             wait=wait_exponential(multiplier=0.05, min=0.05, max=1.0),
@@ -330,7 +352,14 @@ class Zfs:
             reraise=True,
         ):
             with attempt:
-                await self.runner.run(["zfs", "mount", name])
+                await attempt_once()
+
+    # -- mounting -----------------------------------------------------------
+
+    async def mount(self, name: str) -> None:
+        """Mount; retries "busy" for a few seconds (zfs-fuse right after an unmount)."""
+        validate_dataset_name(name)
+        await self._retry_busy(lambda: self.runner.run(["zfs", "mount", name]))
 
     async def unmount(self, name: str, *, force: bool = False) -> None:
         validate_dataset_name(name)
