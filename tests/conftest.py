@@ -7,6 +7,11 @@ afterwards, so tests never see each other's data.
 
 The contract tests only use `ZfsNode.zfs` (a `Zfs`), `ZfsNode.path()` and
 `ZfsNode.root`; a fixture for real OpenZFS can provide the same object.
+
+Test tiers: with `ZFLOCK_TEST_ZFS=native` (set by tests/openzfs-vm inside
+the OpenZFS guest) the nodes are kernel pools on sparse files instead, with
+`daemon=None` and an empty command prefix. Kernel pools are visible to the
+whole machine, so each gets a unique name and each test stays inside its own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,7 +75,87 @@ def unique(prefix: str) -> str:
     return f"{prefix}{os.getpid()}x{uuid.uuid4().hex[:6]}"
 
 
+TIER_ENV = "ZFLOCK_TEST_ZFS"
+
+
+def native_zfs_tier() -> bool:
+    """Whether this run tests the kernel's ZFS (the OpenZFS tier) instead of zfs-fuse."""
+    return os.environ.get(TIER_ENV, "fuse") == "native"
+
+
+def native_zfs_missing_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (kernel ZFS pools)"
+    for tool in ("zfs", "zpool"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install zfsutils-linux)"
+    if not Path("/sys/module/zfs").exists():
+        return "the zfs kernel module is not loaded (modprobe zfs)"
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "zfs_fuse_only: exercises zfs-fuse itself; skipped in the OpenZFS tier"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not native_zfs_tier():
+        return
+    skip = pytest.mark.skip(reason=f"zfs-fuse specific ({TIER_ENV}=native)")
+    for item in items:
+        if item.get_closest_marker("zfs_fuse_only"):
+            item.add_marker(skip)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if not native_zfs_tier():
+        return [f"zfs tier: zfs-fuse ({TIER_ENV} unset)"]
+    done = subprocess.run(
+        ["zfs", "version"], capture_output=True, text=True, check=False, timeout=30
+    )
+    versions = " / ".join(done.stdout.split()) or done.stderr.strip()
+    return [f"zfs tier: native kernel ZFS: {versions}"]
+
+
+def _start_native_node(base: Path, label: str) -> Iterator[ZfsNode]:
+    reason = native_zfs_missing_reason()
+    if reason:
+        pytest.fail(f"{TIER_ENV}=native but {reason}")
+    pool = unique(f"zt{label}")
+    vdev = base / "pool.img"
+    mount_root = base / "mnt"
+    mount_root.mkdir()
+    with open(vdev, "wb") as f:
+        f.truncate(POOL_SIZE)
+    try:
+        subprocess.run(
+            ["zpool", "create", "-f", "-m", f"{mount_root}/{pool}", pool, str(vdev)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        yield ZfsNode(
+            zfs=Zfs(Runner(())),
+            pool=pool,
+            mount_root=f"{mount_root}/{pool}",
+            daemon=None,
+            vdev=vdev,
+        )
+    finally:
+        try:
+            subprocess.run(
+                ["zpool", "destroy", "-f", pool], capture_output=True, timeout=60, check=False
+            )
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
 def _start_node(base: Path, label: str) -> Iterator[ZfsNode]:
+    if native_zfs_tier():
+        yield from _start_native_node(base, label)
+        return
     reason = zfs_fuse_missing_reason()
     if reason:
         pytest.skip(reason)
@@ -135,11 +221,24 @@ def _scratch(node: ZfsNode) -> Iterator[str]:
     try:
         yield name
     finally:
-        # Unmount first by force: a test that failed may have left a file open.
-        node.run("zfs", "unmount", "-f", name)
+        _destroy_tree(node, name)
+
+
+def _destroy_tree(node: ZfsNode, name: str) -> None:
+    # Unmount first, children before parents and by force (a failed test may
+    # have left a file open): zfs-fuse calls a dataset "busy" when destroy has
+    # to unmount it itself.
+    listed = node.run("zfs", "list", "-H", "-r", "-o", "name", "-t", "filesystem", name)
+    for each in reversed(listed.stdout.split()):
+        node.run("zfs", "unmount", "-f", each)
+    deadline = time.monotonic() + 10
+    while True:
         done = node.run("zfs", "destroy", "-r", "-f", name)
-        if done.returncode != 0 and "does not exist" not in done.stderr:
+        if done.returncode == 0 or "does not exist" in done.stderr:
+            return
+        if time.monotonic() > deadline:
             raise AssertionError(f"could not clean up {name}: {done.stderr.strip()}")
+        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -173,7 +173,7 @@ async def test_destroy_and_destroy_snapshot(zfs_node: ZfsNode, src_root: str) ->
     await zfs.destroy_snapshot(f"{src_root}/a", "s1")
     assert [s.name for s in await zfs.list_snapshots(f"{src_root}/a")] == ["s2"]
 
-    with pytest.raises(ZfsError, match="children|snapshots"):
+    with pytest.raises(ZfsError, match=r"children|snapshots"):
         await zfs.destroy(f"{src_root}/a")  # has a snapshot: needs recursive
     await zfs.destroy(f"{src_root}/a", recursive=True)
     assert not await zfs.exists(f"{src_root}/a")

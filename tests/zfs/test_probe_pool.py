@@ -45,8 +45,8 @@ async def test_pool_lifecycle(zfs_node: ZfsNode, tmp_path) -> None:  # type: ign
     zfs = zfs_node.zfs
     name = f"ztp{os.getpid()}x{uuid.uuid4().hex[:6]}"
     vdev = tmp_path / "extra.img"
-    with open(vdev, "wb") as f:
-        f.truncate(128 << 20)
+    vdev.write_bytes(b"")
+    os.truncate(vdev, 128 << 20)
     mountpoint = f"{zfs_node.mount_root}-{name}"
     await zfs.create_pool(name, str(vdev), mountpoint=mountpoint)
     try:
@@ -60,8 +60,11 @@ async def test_pool_lifecycle(zfs_node: ZfsNode, tmp_path) -> None:  # type: ign
         assert zfs_node.pool in {p.name for p in await zfs.list_pools()}
         assert (await zfs.get(name, ["mountpoint"]))["mountpoint"] == mountpoint
 
+        other = tmp_path / "other.img"
+        other.write_bytes(b"")
+        os.truncate(other, 64 << 20)
         with pytest.raises(DatasetExists):
-            await zfs.create_pool(name, str(vdev))
+            await zfs.create_pool(name, str(other))
 
         await zfs.export_pool(name)
         assert name not in {p.name for p in await zfs.list_pools()}
@@ -81,8 +84,8 @@ async def test_destroy_pool(zfs_node: ZfsNode, tmp_path) -> None:  # type: ignor
     zfs = zfs_node.zfs
     name = f"ztd{os.getpid()}x{uuid.uuid4().hex[:6]}"
     vdev = tmp_path / "d.img"
-    with open(vdev, "wb") as f:
-        f.truncate(64 << 20)
+    vdev.write_bytes(b"")
+    os.truncate(vdev, 64 << 20)
     await zfs.create_pool(name, str(vdev), mountpoint=f"{zfs_node.mount_root}-{name}")
     try:
         await zfs.destroy_pool(name)

@@ -8,24 +8,42 @@ volume, whatever it is, goes through the same gate.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncssh
+
 from zflock import __version__
+from zflock.agent.jobs import Job, Jobs
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.volumes import Volumes
-from zflock.cluster.config import AgentConfig
+from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
+from zflock.errors import UsageError, ZflockError
+from zflock.replication.driver import StepProgress, replicate
+from zflock.replication.endpoint import SourceIdentity
+from zflock.replication.conflicts import SourceHasNoSnapshots
+from zflock.replication.model import PlanOptions
+from zflock.replication.plan import plan_replication
+from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
 from zflock.rpc import messages as m
+from zflock.rpc.client import AgentClient
 from zflock.rpc.framing import PROTOCOL_VERSION
+from zflock.rpc.replica import RemoteReceiver
 from zflock.zfs import Zfs, validate_component
+
+log = logging.getLogger("zflock.agent")
+CHUNK = 1 << 20
 
 
 @dataclass
 class Call:
     peer: str
     send_event: Callable[[dict[str, Any]], Awaitable[None]]
+    # The raw payload after the request line (data operations only).
+    read: Callable[[int], Awaitable[bytes]] | None = None
 
 
 class Handlers:
@@ -34,8 +52,10 @@ class Handlers:
         self.zfs = zfs
         self.locks = locks
         self.volumes = Volumes(config, zfs)
+        self.jobs = Jobs()
         self.started = time.monotonic()
         self.running = 0  # operations in flight, for node_info and shutdown
+        self.peer_key: asyncssh.SSHKey | None = None  # our host key, our identity to peers
 
     def table(self) -> dict[str, Callable[[Any, Call], Awaitable[Any]]]:
         return {
@@ -44,6 +64,11 @@ class Handlers:
             "create_volume": self.create_volume,
             "destroy_volume": self.destroy_volume,
             "snapshot_volume": self.snapshot_volume,
+            "replica_state": self.replica_state,
+            "prepare_replica": self.prepare_replica,
+            "receive_snapshot": self.receive_snapshot,
+            "replicate": self.replicate,
+            "jobs": self.list_jobs,
         }
 
     async def node_info(self, args: m.Empty, call: Call) -> m.NodeInfo:
@@ -72,7 +97,7 @@ class Handlers:
             pool_size=pool.size,
             pool_free=pool.free,
             uptime_s=round(time.monotonic() - self.started, 3),
-            running_jobs=max(self.running - 1, 0),  # not counting this request
+            running_jobs=len(self.jobs.running()),
         )
 
     async def list_volumes(self, args: m.ListVolumes, call: Call) -> m.VolumeList:
@@ -92,3 +117,140 @@ class Handlers:
         name = validate_component(args.name, "volume name")
         async with self.locks.hold(name, "snapshot", wait=args.wait):
             return await self.volumes.snapshot(name)
+
+    # -- replication: the destination side --------------------------------------------
+
+    def _receiver(self, name: str) -> ZfsReceiver:
+        name = validate_component(name, "volume name")
+        return ZfsReceiver(
+            self.zfs, self.config.dataset(name), self.config.mountpoint(name), self.config.node
+        )
+
+    async def replica_state(self, args: m.ReplicaStateRequest, call: Call) -> m.ReplicaState:
+        info = await self._receiver(args.name).state()
+        caps = await self.zfs.capabilities()
+        return m.ReplicaState(
+            exists=info.exists,
+            volume=info.managed_volume,
+            volume_id=info.volume_id,
+            role=info.role,
+            epoch=info.epoch,
+            modified=info.modified_since_last_snapshot,
+            resume_token=info.resume_token,
+            snapshots=list(info.snapshots),
+            resume_supported=caps.resume_tokens,
+        )
+
+    async def prepare_replica(self, args: m.PrepareReplica, call: Call) -> m.Empty:
+        receiver = self._receiver(args.source.volume)
+        async with self.locks.hold(args.source.volume, "prepare replica", wait=False):
+            await receiver.prepare(args.source, args.cleanup)
+        return m.Empty()
+
+    async def receive_snapshot(self, args: m.ReceiveSnapshot, call: Call) -> m.Received:
+        receiver = self._receiver(args.source.volume)
+        read = call.read
+        assert read is not None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await read(CHUNK):
+                yield chunk
+
+        async with self.locks.hold(args.source.volume, "receive", wait=False):
+            result = await receiver.receive(args.source, args.header, chunks())
+        log.info(
+            "received %s (%d bytes) from %s",
+            args.header.describe(),
+            result.bytes,
+            args.source.node,
+            extra={"volume": args.source.volume},
+        )
+        return m.Received(snapshot=result.snapshot, guid=result.guid, bytes=result.bytes)
+
+    # -- replication: the source side, as a job ------------------------------------------
+
+    async def replicate(self, args: m.Replicate, call: Call) -> m.ReplicationReport:
+        name = validate_component(args.name, "volume name")
+        target = validate_node_name(args.to)
+        if target == self.config.node:
+            raise UsageError(f"{name} is on {target} already; replicate it to another node")
+        peer = load_inventory(self.config.cluster).node(target)
+        await self.volumes.ownership(name)  # not found / not ours: fail before any job
+        await self.locks.acquire(name, f"replicate to {target}", wait=args.wait)
+        job = Job(kind="replicate", volume=name, node=self.config.node, target=target)
+
+        async def run(job: Job) -> m.ReplicationReport:
+            try:
+                return await self._replicate(job, name, peer, args.force_rollback)
+            finally:
+                self.locks.release(name)
+
+        self.jobs.start(job, run)
+        return await self.jobs.follow(job, call.send_event)
+
+    async def _replicate(
+        self, job: Job, name: str, peer: NodeEntry, force_rollback: bool
+    ) -> m.ReplicationReport:
+        started = time.monotonic()
+        sender = ZfsSender(self.zfs, self.config.dataset(name), self.config.node)
+        ownership = await sender.ownership()
+        if not ownership.is_primary:
+            raise ZflockError(
+                f"node {self.config.node} holds a {ownership.role} of {name}; "
+                "replicate from its primary"
+            )
+        identity = SourceIdentity(
+            volume=name,
+            volume_id=ownership.id,
+            epoch=ownership.epoch,
+            origin=ownership.origin,
+            node=self.config.node,
+        )
+        if self.peer_key is None:
+            raise ZflockError("agent has no key to talk to peers")
+        async with AgentClient(peer, self.peer_key) as client:
+            receiver = RemoteReceiver(client, name)
+            destination = await receiver.state()  # also learns whether the peer can resume
+            local = await self.zfs.capabilities()
+            options = PlanOptions(
+                force_rollback=force_rollback,
+                resume_supported=local.resume_tokens and receiver.resume_supported,
+            )
+            # Check for conflicts before taking the snapshot, so that a refused
+            # replication leaves both sides exactly as they were.
+            try:
+                plan_replication(await sender.source(), destination, options)
+            except SourceHasNoSnapshots:
+                pass  # the snapshot below is the first
+            job.step = "snapshot"
+            snap = await self.volumes.snapshot(name)
+
+            def report(p: StepProgress) -> None:
+                job.progress(p.step, p.bytes, p.total, p.rate)
+
+            outcome = await replicate(sender, receiver, identity, options, report)
+        steps = [
+            m.StepReport(
+                kind=s.header.kind,
+                snapshot=s.header.to.name if s.header.to else None,
+                base=s.header.base.name if s.header.base else None,
+                bytes=s.result.bytes,
+                seconds=round(s.seconds, 3),
+            )
+            for s in outcome.steps
+        ]
+        return m.ReplicationReport(
+            volume=name,
+            source=self.config.node,
+            destination=peer.name,
+            snapshot=snap.snapshot,
+            guid=snap.guid,
+            up_to_date=outcome.up_to_date,
+            steps=steps,
+            bytes=outcome.bytes,
+            seconds=round(time.monotonic() - started, 3),
+            warnings=outcome.warnings,
+        )
+
+    async def list_jobs(self, args: m.Empty, call: Call) -> m.JobList:
+        return m.JobList(jobs=[j.info() for j in self.jobs.all()])

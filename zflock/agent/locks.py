@@ -31,14 +31,22 @@ class VolumeLocks:
     def holder(self, volume: str) -> str | None:
         return self._holders.get(volume)
 
-    @asynccontextmanager
-    async def hold(self, volume: str, operation: str, *, wait: bool) -> AsyncIterator[None]:
+    async def acquire(self, volume: str, operation: str, *, wait: bool) -> None:
+        """Take the volume's lock for a job that outlives the request (release() when done)."""
         lock = self._locks.setdefault(volume, asyncio.Lock())
         if lock.locked() and not wait:
             raise VolumeBusy(volume, self._holders.get(volume, "unknown"))
-        async with lock:
-            self._holders[volume] = operation
-            try:
-                yield
-            finally:
-                self._holders.pop(volume, None)
+        await lock.acquire()
+        self._holders[volume] = operation
+
+    def release(self, volume: str) -> None:
+        self._holders.pop(volume, None)
+        self._locks[volume].release()
+
+    @asynccontextmanager
+    async def hold(self, volume: str, operation: str, *, wait: bool) -> AsyncIterator[None]:
+        await self.acquire(volume, operation, wait=wait)
+        try:
+            yield
+        finally:
+            self.release(volume)

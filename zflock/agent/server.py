@@ -29,7 +29,7 @@ from zflock.agent.notify import sd_notify
 from zflock.cluster.config import AgentConfig
 from zflock.errors import UsageError, ZflockError
 from zflock.rpc import codec
-from zflock.rpc.client import CIPHERS
+from zflock.rpc.client import CIPHERS, KEEPALIVE_COUNT, KEEPALIVE_INTERVAL
 from zflock.rpc.errors import ProtocolError
 from zflock.rpc.framing import PROTOCOL_VERSION, SUBSYSTEM, read_message, write_message
 from zflock.rpc.messages import OPERATIONS
@@ -110,6 +110,7 @@ class Agent:
 
     async def start(self) -> None:
         keys = await self.preflight()
+        self.handlers.peer_key = keys.host_key
         try:
             self._server = await asyncssh.listen(
                 self.config.listen,
@@ -123,7 +124,8 @@ class Agent:
                 x11_forwarding=False,
                 agent_forwarding=False,
                 encryption_algs=list(CIPHERS),
-                keepalive_interval=15,
+                keepalive_interval=KEEPALIVE_INTERVAL,
+                keepalive_count_max=KEEPALIVE_COUNT,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
@@ -155,11 +157,12 @@ class Agent:
 
     async def shutdown(self) -> None:
         sd_notify("STOPPING=1")
-        log.info("stopping: %d operation(s) running", len(self._tasks))
+        running = {*self._tasks, *self.handlers.jobs.tasks()}
+        log.info("stopping: %d operation(s) running", len(running))
         if self._server is not None:
             self._server.close()
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.shutdown_grace)
+        if running:
+            _, pending = await asyncio.wait(running, timeout=self.config.shutdown_grace)
             for task in pending:
                 task.cancel()
             if pending:
@@ -210,7 +213,8 @@ class Agent:
 
             volume = getattr(args, "name", None)
             log.info("request from %s", peer, extra={"op": op, "volume": volume})
-            result = await self._ops[op](args, Call(peer=peer, send_event=send_event))
+            call = Call(peer=peer, send_event=send_event, read=process.stdin.read)
+            result = await self._ops[op](args, call)
             await write_message(process.stdout, {"result": codec.encode(result)})
             status = 0
         except ZflockError as exc:

@@ -29,7 +29,7 @@ from zflock.rpc.cluster import Cluster, NodeResult
 from zflock.zfs import validate_component
 
 
-def _validate_volume(name: str) -> str:
+def validate_volume(name: str) -> str:
     return validate_component(name, "volume name")
 
 
@@ -93,7 +93,7 @@ def ls_command(
     referenced, quota (bytes or null), snapshots (count), latest_snapshot,
     latest_snapshot_time (unix s), latest_snapshot_age_s.
     """
-    names = [_validate_volume(v) for v in volumes]
+    names = [validate_volume(v) for v in volumes]
     c = load_cluster(cluster, identity, timeout)
     nodes = [c.inventory.node(validate_node_name(node)).name] if node else None
     views, failed = _views(run(_collect(c, names, nodes)))
@@ -130,6 +130,22 @@ def ls_command(
         sys.exit(1)
 
 
+async def find_primary(c: Cluster, name: str) -> str:
+    """The node holding the writable copy of `name`, or a one-line error why there is none."""
+    views, failed = _views(await _collect(c, [name], None))
+    primaries = [v for v in views if v.primary]
+    if not primaries:
+        _require_all(failed, f"find the primary of {name}")
+        if views:
+            raise ZflockError(f"volume {name} has no primary: {'; '.join(views[0].problems)}")
+        raise ZflockError(f"volume {name} not found on any node")
+    if len(primaries) > 1:
+        raise ZflockError(f"two different volumes are named {name}; cannot choose")
+    primary = primaries[0].primary
+    assert primary is not None
+    return primary
+
+
 def _require_all(failed: list[NodeResult], action: str) -> None:
     if failed:
         down = ", ".join(r.node for r in failed)
@@ -158,7 +174,7 @@ def create_command(
     mountpoint, mounted, readonly, used, referenced, quota, snapshots,
     latest_snapshot, latest_snapshot_time.
     """
-    name = _validate_volume(volume)
+    name = validate_volume(volume)
     quota_bytes = parse_size(quota, "quota") if quota is not None else None
     c = load_cluster(cluster, identity, timeout)
     target = c.inventory.node(validate_node_name(on)).name
@@ -207,7 +223,7 @@ def destroy_command(
 
     --json prints {"destroyed": [{name, node, role, snapshots}]}.
     """
-    name = _validate_volume(volume)
+    name = validate_volume(volume)
     c = load_cluster(cluster, identity, timeout)
     only = c.inventory.node(validate_node_name(node)).name if node else None
 
@@ -260,18 +276,12 @@ def snapshot_command(
 
     --json prints: volume, node, snapshot, guid, creation (unix s).
     """
-    name = _validate_volume(volume)
+    name = validate_volume(volume)
     c = load_cluster(cluster, identity, timeout)
 
     async def go() -> m.SnapshotInfo:
-        views, failed = _views(await _collect(c, [name], None))
-        primaries = [v for v in views if v.primary]
-        if not primaries:
-            _require_all(failed, f"find the primary of {name}")
-            raise ZflockError(f"volume {name} not found on any node with a primary copy")
-        if len(primaries) > 1:
-            raise ZflockError(f"two different volumes are named {name}; cannot choose")
-        return await c.call(primaries[0].primary, "snapshot_volume", m.SnapshotVolume(name=name))
+        primary = await find_primary(c, name)
+        return await c.call(primary, "snapshot_volume", m.SnapshotVolume(name=name))
 
     info = run(go())
     if json_out:

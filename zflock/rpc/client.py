@@ -42,6 +42,11 @@ CIPHERS = (
     "aes128-ctr",
 )
 USERNAME = "zflock"
+# A peer that stops answering (host down, link cut) is given up after about
+# INTERVAL * COUNT seconds, so an interrupted transfer fails and can be rerun
+# instead of hanging on a dead TCP connection.
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
 EventHandler = Callable[[dict[str, Any]], None]
 
 
@@ -93,7 +98,8 @@ class AgentClient:
                     agent_path=None,
                     config=None,
                     preferred_auth=["publickey"],
-                    keepalive_interval=15,
+                    keepalive_interval=KEEPALIVE_INTERVAL,
+                    keepalive_count_max=KEEPALIVE_COUNT,
                 ),
                 timeout=self._timeout,
             )

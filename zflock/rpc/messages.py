@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
+from zflock.replication.model import SnapRef
+
 
 @dataclass(frozen=True)
 class Empty:
@@ -106,10 +109,113 @@ class SnapshotInfo:
     creation: int
 
 
+# -- replication ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicaStateRequest:
+    name: str
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """What a destination has of a volume (the planner's `ReplicaInfo`, on the wire)."""
+
+    exists: bool
+    volume: str | None = None  # zflock:volume
+    volume_id: str | None = None
+    role: str | None = None
+    epoch: int | None = None
+    modified: bool = False
+    resume_token: str | None = None
+    snapshots: list[SnapRef] = field(default_factory=list)
+    resume_supported: bool = False
+
+
+@dataclass(frozen=True)
+class PrepareReplica:
+    """The cleanup a plan calls for before its steps (see replication/model.py Plan)."""
+
+    source: SourceIdentity
+    cleanup: Cleanup
+
+
+@dataclass(frozen=True)
+class ReceiveSnapshot:
+    """Header of a data channel: the raw `zfs send` stream follows until EOF."""
+
+    source: SourceIdentity
+    header: StepHeader
+
+
+@dataclass(frozen=True)
+class Received:
+    snapshot: str | None  # the replica's newest snapshot after the receive
+    guid: int | None
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Replicate:
+    name: str
+    to: str
+    force_rollback: bool = False
+    wait: bool = True
+
+
+@dataclass(frozen=True)
+class StepReport:
+    kind: str
+    snapshot: str | None
+    base: str | None
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReplicationReport:
+    volume: str
+    source: str
+    destination: str
+    snapshot: str
+    guid: int
+    up_to_date: bool
+    steps: list[StepReport]
+    bytes: int
+    seconds: float
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    kind: str
+    volume: str
+    node: str
+    target: str
+    state: str  # "running" | "done" | "failed"
+    started: float  # unix seconds
+    bytes: int
+    total: int | None
+    rate: float  # bytes/s over the current step
+    step: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobList:
+    jobs: list[JobInfo]
+
+
 OPERATIONS: dict[str, tuple[type, type]] = {
     "node_info": (Empty, NodeInfo),
     "list_volumes": (ListVolumes, VolumeList),
     "create_volume": (CreateVolume, VolumeInfo),
     "destroy_volume": (DestroyVolume, Destroyed),
     "snapshot_volume": (SnapshotVolume, SnapshotInfo),
+    "replica_state": (ReplicaStateRequest, ReplicaState),
+    "prepare_replica": (PrepareReplica, Empty),
+    "receive_snapshot": (ReceiveSnapshot, Received),
+    "replicate": (Replicate, ReplicationReport),
+    "jobs": (Empty, JobList),
 }

@@ -35,9 +35,10 @@ from zflock.zfs.names import (
 from zflock.zfs.probe import decide_capabilities, probe_capabilities
 from zflock.zfs.runner import Completed, Runner
 from zflock.zfs.streams import ReceiveStream, SendStream, pipe
-from zflock.zfs.types import Capabilities, Dataset, PoolInfo, Snapshot
+from zflock.zfs.types import Bookmark, Capabilities, Dataset, PoolInfo, Snapshot
 
 __all__ = [
+    "Bookmark",
     "Capabilities",
     "Completed",
     "Dataset",

@@ -43,7 +43,7 @@ from zflock.zfs.parse import (
 from zflock.zfs.probe import probe_capabilities
 from zflock.zfs.runner import Runner
 from zflock.zfs.streams import ReceiveStream, SendStream
-from zflock.zfs.types import Capabilities, Dataset, PoolInfo, Snapshot
+from zflock.zfs.types import Bookmark, Capabilities, Dataset, PoolInfo, Snapshot
 
 # zfs-fuse refuses `zfs mount` for about a second after `zfs unmount` of the
 # same dataset ("mountpoint or dataset is busy"); retry for a few seconds.
@@ -276,7 +276,8 @@ class Zfs:
     async def destroy(self, name: str, *, recursive: bool = False) -> None:
         """Destroy a filesystem or volume (with recursive: its children and snapshots)."""
         validate_dataset_name(name)  # refuses "a@b": use destroy_snapshot
-        await self.runner.run(["zfs", "destroy", *(["-r"] if recursive else []), name])
+        argv = ["zfs", "destroy", *(["-r"] if recursive else []), name]
+        await self._unmounted_on_zfs_fuse(name, argv, remount_as=None)
 
     async def destroy_snapshot(self, dataset: str, snapname: str) -> None:
         validate_dataset_name(dataset)
@@ -310,7 +311,7 @@ class Zfs:
         zfs-fuse refuses to rename a mounted filesystem ("dataset is busy",
         for seconds, once for 45 s) but renames an unmounted one at once, so
         there the mounted datasets are unmounted first and mounted again
-        under their new names.
+        under their new names (see _unmounted_on_zfs_fuse).
         """
         if "@" in old or "@" in new:
             old_ds, _ = split_snapshot_name(old)
@@ -324,24 +325,38 @@ class Zfs:
         validate_dataset_name(old)
         validate_dataset_name(new)
         argv = ["zfs", "rename", old, new]
+        await self._unmounted_on_zfs_fuse(old, argv, remount_as=new)
+
+    async def _unmounted_on_zfs_fuse(
+        self, name: str, argv: Sequence[str], *, remount_as: str | None
+    ) -> None:
+        """Run argv; on zfs-fuse with `name` and its descendants unmounted first.
+
+        zfs-fuse says "dataset is busy" (for seconds; once for 45 s) when a
+        command has to unmount a filesystem itself (rename, destroy), but
+        not when it was unmounted beforehand. On success the datasets are
+        mounted again under `remount_as` (None: not at all); on failure
+        under their old names.
+        """
         if (await self.capabilities()).implementation != "zfs-fuse":
             await self.runner.run(argv)
             return
         mounted = [
             d.name
-            for d in await self.list_datasets(old, ["mounted"])
+            for d in await self.list_datasets(name, ["mounted"])
             if d.properties.get("mounted") == "yes"
         ]
-        for name in reversed(mounted):  # children before parents
-            await self.unmount(name)
+        for each in reversed(mounted):  # children before parents
+            await self.unmount(each)
         try:
             await self._retry_busy(lambda: self.runner.run(argv))
         except BaseException:
-            for name in mounted:
-                await self.mount(name)
+            for each in mounted:
+                await self.mount(each)
             raise
-        for name in mounted:
-            await self.mount(new + name[len(old) :])
+        if remount_as is not None:
+            for each in mounted:
+                await self.mount(remount_as + each[len(name) :])
 
     async def _retry_busy(self, attempt_once: Callable[[], Awaitable[object]]) -> None:
         """Retry a command that zfs-fuse may call "busy" for a moment after an unmount."""
@@ -424,6 +439,96 @@ class Zfs:
             return None
         done = await self.runner.run([argv[0], argv[1], "-n", "-P", *argv[2:]])
         return parse_send_estimate(done.stdout_text) or parse_send_estimate(done.stderr_text)
+
+    # -- resume, holds, bookmarks (OpenZFS; see Capabilities) ----------------
+
+    async def resume_token(self, dataset: str) -> str | None:
+        """The `receive_resume_token` of a partly received dataset, or None.
+
+        None also where the ZFS has no resumable receive (zfs-fuse): no
+        partial receive state can exist there.
+        """
+        validate_dataset_name(dataset)
+        if not (await self.capabilities()).resume_tokens:
+            return None
+        return (await self.get(dataset, ["receive_resume_token"]))["receive_resume_token"]
+
+    async def abort_resumable_receive(self, dataset: str) -> None:
+        """Discard the partial state of an interrupted `receive -s` (`zfs receive -A`)."""
+        validate_dataset_name(dataset)
+        argv = ["zfs", "receive", "-A", dataset]
+        await self._require("resume_tokens", argv)
+        await self.runner.run(argv)
+
+    async def hold(self, snapshot: str, tag: str) -> None:
+        """Place a user hold: the snapshot cannot be destroyed until it is released."""
+        validate_snapshot_name(snapshot)
+        validate_component(tag, "hold tag")
+        argv = ["zfs", "hold", tag, snapshot]
+        await self._require("holds", argv)
+        await self.runner.run(argv)
+
+    async def release(self, snapshot: str, tag: str) -> None:
+        validate_snapshot_name(snapshot)
+        validate_component(tag, "hold tag")
+        argv = ["zfs", "release", tag, snapshot]
+        await self._require("holds", argv)
+        await self.runner.run(argv)
+
+    async def holds(self, snapshot: str) -> list[str]:
+        """The tags of the user holds on a snapshot, sorted."""
+        validate_snapshot_name(snapshot)
+        argv = ["zfs", "holds", "-H", snapshot]
+        await self._require("holds", argv)
+        done = await self.runner.run(argv)
+        return sorted(
+            fields[1]
+            for line in done.stdout_text.splitlines()
+            if len(fields := line.split("\t")) >= 2
+        )
+
+    async def bookmark(self, snapshot: str, name: str) -> str:
+        """Bookmark a snapshot as `<dataset>#<name>` (kept after the snapshot is destroyed,
+        usable as an incremental base); returns the bookmark's full name."""
+        dataset, _ = split_snapshot_name(snapshot)
+        validate_component(name, "bookmark name")
+        full = validate_bookmark_name(f"{dataset}#{name}")
+        argv = ["zfs", "bookmark", snapshot, full]
+        await self._require("bookmarks", argv)
+        await self.runner.run(argv)
+        return full
+
+    async def list_bookmarks(self, dataset: str) -> list[Bookmark]:
+        """The dataset's own bookmarks, oldest (lowest createtxg) first."""
+        validate_dataset_name(dataset)
+        argv = ["zfs", "list", "-H", "-p", "-t", "bookmark", "-d", "1"]
+        argv += ["-o", "name,guid,createtxg,creation", dataset]
+        await self._require("bookmarks", argv)
+        done = await self.runner.run(argv)
+        marks = []
+        for line in done.stdout_text.splitlines():
+            fields = line.split("\t")
+            if len(fields) != 4 or "#" not in fields[0]:
+                continue
+            owner, short = fields[0].split("#", 1)
+            if owner != dataset:
+                continue
+            marks.append(
+                Bookmark(
+                    dataset=owner,
+                    name=short,
+                    guid=int(fields[1]),
+                    createtxg=int(fields[2]),
+                    creation=int(fields[3]),
+                )
+            )
+        return sorted(marks, key=lambda b: b.createtxg)
+
+    async def destroy_bookmark(self, dataset: str, name: str) -> None:
+        full = validate_bookmark_name(f"{validate_dataset_name(dataset)}#{name}")
+        argv = ["zfs", "destroy", full]
+        await self._require("bookmarks", argv)
+        await self.runner.run(argv)
 
     # -- pools --------------------------------------------------------------
 

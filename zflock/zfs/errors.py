@@ -131,7 +131,9 @@ def summarize_stderr(stderr: str) -> str:
 
 def classify_class(stderr: str) -> type[ZfsError]:
     """The most specific ZfsError subclass that stderr describes (ZfsError if none)."""
-    text = stderr.lower()
+    # zfs wraps long messages ("... does not\nmatch incremental source"):
+    # match on the text with all whitespace collapsed.
+    text = " ".join(stderr.lower().split())
     if (
         "has been modified" not in text
         and "incremental stream" in text

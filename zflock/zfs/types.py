@@ -23,6 +23,21 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
+class Bookmark:
+    """A bookmark `dataset#name`: a snapshot's guid and createtxg, without its data."""
+
+    dataset: str
+    name: str  # short name after '#'
+    guid: int
+    createtxg: int
+    creation: int  # unix seconds
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.dataset}#{self.name}"
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     type: str  # "filesystem" | "volume" | "snapshot"

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Runs inside the OpenZFS guest as root (started by /sbin/zflock-guest-init
+# from the runner's job share, /run/job). Loads ZFS, copies the project's
+# source from the read-only "src" share into a private directory, and runs
+# pytest with the arguments listed in /run/job/pytest-args (one per line) in
+# the native-ZFS test tier. Its exit status is pytest's.
+set -u
+t0=$(cut -d' ' -f1 /proc/uptime)
+say() { echo "openzfs-vm[guest $(cut -d' ' -f1 /proc/uptime)s]: $*"; }
+
+modprobe zfs || {
+    say "modprobe zfs failed"
+    exit 97
+}
+for m in veth bridge; do modprobe -q "$m"; done
+mkdir -p /mnt/src /var/tmp/zflock-src
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro src /mnt/src || {
+    say "cannot mount the source share"
+    exit 98
+}
+# A private copy: pytest, hypothesis and __pycache__ write next to the
+# sources, and the host's tree must stay untouched.
+tar -C /mnt/src --exclude=./.venv --exclude=./.git --exclude=./.hypothesis \
+    --exclude=./.pytest_cache --exclude=./.ruff_cache --exclude='*/__pycache__' \
+    -cf - . | tar -C /var/tmp/zflock-src -xf -
+umount /mnt/src
+cd /var/tmp/zflock-src || exit 98
+
+say "kernel $(uname -r), $(cat /etc/zflock-image-info | tr '\n' ';')"
+say "zfs version: $(zfs version 2>&1 | tr '\n' ' ')"
+
+set --
+while IFS= read -r arg || [ -n "$arg" ]; do
+    [ -n "$arg" ] && set -- "$@" "$arg"
+done </run/job/pytest-args
+say "ready after ${t0}s of boot; running: pytest $*"
+
+export ZFLOCK_TEST_ZFS=native
+export PATH=/opt/zflock-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PYTHONPATH=/var/tmp/zflock-src
+export HOME=/root TMPDIR=/var/tmp LANG=C.UTF-8
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+/opt/zflock-venv/bin/python -m pytest -p no:cacheprovider "$@"
+rc=$?
+say "pytest exited with status $rc"
+# Pools a crashed test left behind would keep their files open.
+zpool list -H -o name 2>/dev/null | while read -r pool; do
+    say "leftover pool $pool: exporting"
+    zpool export -f "$pool"
+done
+exit $rc

@@ -1,0 +1,116 @@
+"""The two ends of a replication, as the driver sees them (after zrepl's endpoint).
+
+The driver (driver.py) only talks to a `Sender` and a `Receiver`. The ZFS-
+backed implementations are in zfs_endpoint.py; the agent puts an RPC
+client in front of a remote node's `Receiver` (zflock/rpc/replica.py), so
+the same driver runs whether the destination is local or across the
+network, and tests can drive it against real ZFS without agents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from zflock.replication.model import Full, Incremental, Plan, ReplicaInfo, Resume, SnapRef, Source
+
+
+@dataclass(frozen=True)
+class SourceIdentity:
+    """Who sends: the receiver re-checks every safety rule against it, never trusting the plan."""
+
+    volume: str
+    volume_id: str
+    epoch: int
+    origin: str
+    node: str
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What a plan asks the destination to do before its steps (Plan's items 1-4)."""
+
+    abort_partial_receive: bool = False
+    recreate: bool = False
+    destroy_snapshots: list[SnapRef] = field(default_factory=list)
+    rollback_to: SnapRef | None = None
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Cleanup:
+        return cls(
+            abort_partial_receive=plan.abort_partial_receive,
+            recreate=plan.recreate_destination,
+            destroy_snapshots=list(plan.destroy_on_destination),
+            rollback_to=plan.rollback_to,
+        )
+
+    @property
+    def needed(self) -> bool:
+        cleanups = (self.abort_partial_receive, self.recreate, self.destroy_snapshots)
+        return any(cleanups) or self.rollback_to is not None
+
+
+@dataclass(frozen=True)
+class StepHeader:
+    """One stream: what it carries and how the receiver must take it."""
+
+    kind: str  # "full" | "incremental" | "resume"
+    to: SnapRef | None  # None for "resume" (the token knows)
+    base: SnapRef | None = None
+    intermediates: bool = False
+    force: bool = False  # `receive -F`: only when the plan authorised a rollback
+    resumable: bool = False  # `receive -s`
+    token: str | None = None  # for "resume"
+
+    @classmethod
+    def from_step(
+        cls, step: Full | Incremental | Resume, *, force: bool, resumable: bool
+    ) -> StepHeader:
+        if isinstance(step, Full):
+            return cls(kind="full", to=step.to, force=force, resumable=resumable)
+        if isinstance(step, Incremental):
+            return cls(
+                kind="incremental",
+                to=step.to,
+                base=step.base,
+                intermediates=step.intermediates,
+                force=force,
+                resumable=resumable,
+            )
+        return cls(kind="resume", to=None, token=step.token, resumable=True)
+
+    def describe(self) -> str:
+        if self.kind == "resume":
+            return "resume interrupted stream"
+        assert self.to is not None
+        if self.kind == "full":
+            return f"full @{self.to.name}"
+        assert self.base is not None
+        return f"incremental @{self.base.name} -> @{self.to.name}"
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    snapshot: str | None  # the replica's newest snapshot after the receive
+    guid: int | None
+    bytes: int
+
+
+class Sender(Protocol):
+    async def source(self) -> Source: ...
+
+    async def estimate(self, header: StepHeader) -> int | None: ...
+
+    def send(self, header: StepHeader) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
+
+
+class Receiver(Protocol):
+    async def state(self) -> ReplicaInfo: ...
+
+    async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None: ...
+
+    async def receive(
+        self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
+    ) -> ReceiveResult: ...

@@ -1,0 +1,283 @@
+"""Sender and Receiver over a node's own ZFS: the only replication code that runs ZFS.
+
+`ZfsReceiver` is where the destination defends itself. It is handed a plan
+step by a peer, and it re-checks every rule that protects its data before
+running anything: it receives only into a zflock *replica* of the *same*
+volume (by `zflock:id`) whose epoch is not newer than the sender's, it
+destroys or rolls back only what it was asked to by GUID, and it verifies
+the GUID it received. A peer with a bug or a stale view cannot make it
+overwrite a primary or another volume.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from zflock.cluster.ownership import (
+    ROLE_REPLICA,
+    ZFLOCK_PROPERTIES,
+    NotManaged,
+    Ownership,
+    ownership_from_properties,
+    ownership_properties,
+)
+from zflock.errors import ZflockError
+from zflock.replication.endpoint import Cleanup, ReceiveResult, SourceIdentity, StepHeader
+from zflock.replication.model import ReplicaInfo, SnapRef, Source
+from zflock.zfs import Snapshot, Zfs
+
+log = logging.getLogger("zflock.replication")
+
+
+class ReceiveRefused(ZflockError):
+    """The destination refused a step: receiving it could destroy data that is not ours."""
+
+
+def snapref(s: Snapshot) -> SnapRef:
+    # createtxg where the ZFS has it; otherwise the listing position, which
+    # is creation order within one dataset (LAB.md).
+    order = s.createtxg if s.createtxg is not None else s.index
+    return SnapRef(name=s.name, guid=s.guid, order=order, size=s.referenced)
+
+
+class ZfsSender:
+    """The sending side: a volume's dataset on this node."""
+
+    def __init__(self, zfs: Zfs, dataset: str, node: str) -> None:
+        self.zfs = zfs
+        self.dataset = dataset
+        self.node = node
+        self._snapshots: dict[int, Snapshot] = {}
+
+    async def ownership(self) -> Ownership:
+        props = await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES)
+        try:
+            return ownership_from_properties(props)
+        except NotManaged as exc:
+            raise ZflockError(f"{self.dataset} is not a zflock volume ({exc})") from None
+
+    async def source(self) -> Source:
+        o = await self.ownership()
+        snaps = await self.zfs.list_snapshots(self.dataset)
+        self._snapshots = {s.guid: s for s in snaps}
+        return Source(
+            volume=o.volume,
+            epoch=o.epoch,
+            snapshots=[snapref(s) for s in snaps],
+            label=f"{self.node}:{self.dataset}",
+            volume_id=o.id,
+        )
+
+    def _full(self, ref: SnapRef) -> str:
+        return f"{self.dataset}@{ref.name}"
+
+    async def estimate(self, header: StepHeader) -> int | None:
+        if header.kind == "resume" or header.to is None:
+            return None
+        base = self._full(header.base) if header.base else None
+        exact = await self.zfs.estimate_send_size(self._full(header.to), base=base)
+        if exact is not None:
+            return exact
+        # No `send -nP` (zfs-fuse): a full stream is about the snapshot's
+        # referenced size; an incremental about the growth since the base,
+        # and at least the space the newer snapshots hold.
+        to = self._snapshots.get(header.to.guid)
+        if to is None:
+            return None
+        if header.base is None:
+            return to.referenced
+        base_snap = self._snapshots.get(header.base.guid)
+        grown = to.referenced - base_snap.referenced if base_snap else 0
+        held = sum(
+            s.used
+            for s in self._snapshots.values()
+            if base_snap is not None and base_snap.index < s.index <= to.index
+        )
+        return max(grown, held, 0)
+
+    @asynccontextmanager
+    async def send(self, header: StepHeader) -> AsyncIterator[AsyncIterator[bytes]]:
+        if header.kind == "resume":
+            stream = self.zfs.send("", resume_token=header.token)
+        else:
+            assert header.to is not None
+            stream = self.zfs.send(
+                self._full(header.to),
+                base=self._full(header.base) if header.base else None,
+                intermediates=header.intermediates,
+            )
+        async with stream as s:
+            yield s.__aiter__()
+
+
+class ZfsReceiver:
+    """The receiving side: `<pool_root>/<volume>` on this node, kept as a replica."""
+
+    def __init__(self, zfs: Zfs, dataset: str, mountpoint: str, node: str) -> None:
+        self.zfs = zfs
+        self.dataset = dataset
+        self.mountpoint = mountpoint
+        self.node = node
+
+    # -- looking ------------------------------------------------------------------
+
+    async def state(self) -> ReplicaInfo:
+        caps = await self.zfs.capabilities()
+        if not await self.zfs.exists(self.dataset):
+            return ReplicaInfo(exists=False, label=f"{self.node}:{self.dataset}")
+        wanted = list(ZFLOCK_PROPERTIES)
+        if caps.resume_tokens:
+            wanted.append("receive_resume_token")
+        props = await self.zfs.get(self.dataset, wanted)
+        written = await self._written()
+        epoch = props.get("zflock:epoch")
+        token = props.get("receive_resume_token")
+        return ReplicaInfo(
+            exists=True,
+            managed_volume=props.get("zflock:volume"),
+            volume_id=props.get("zflock:id"),
+            role=props.get("zflock:role"),
+            epoch=int(epoch) if epoch and epoch.isdigit() else None,
+            modified_since_last_snapshot=bool(written),
+            resume_token=token if token and token != "-" else None,
+            snapshots=[snapref(s) for s in await self.zfs.list_snapshots(self.dataset)],
+            label=f"{self.node}:{self.dataset}",
+        )
+
+    async def _written(self) -> int | None:
+        """Bytes written since the newest snapshot (`written`), where the ZFS has it."""
+        try:
+            value = (await self.zfs.get(self.dataset, ["written"])).get("written")
+        except ZflockError:
+            return None  # zfs-fuse has no `written`
+        return int(value) if value and value.isdigit() else None
+
+    async def _check(self, source: SourceIdentity, *, may_be_absent: bool) -> Ownership | None:
+        """The rules that protect this node's data, checked on every call."""
+        if not await self.zfs.exists(self.dataset):
+            if may_be_absent:
+                return None
+            raise ReceiveRefused(f"{self.node}: {self.dataset} does not exist")
+        props = await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES)
+        try:
+            o = ownership_from_properties(props)
+        except NotManaged as exc:
+            raise ReceiveRefused(
+                f"{self.node}: {self.dataset} is not a zflock replica ({exc}); refusing to "
+                "receive into it"
+            ) from None
+        if o.id != source.volume_id:
+            raise ReceiveRefused(
+                f"{self.node}: {self.dataset} belongs to another volume (id {o.id}, "
+                f"sender's {source.volume_id})"
+            )
+        if o.role != ROLE_REPLICA:
+            raise ReceiveRefused(
+                f"{self.node}: {self.dataset} is the {o.role} of {o.volume}; only a replica "
+                "is ever received into"
+            )
+        if o.epoch > source.epoch:
+            raise ReceiveRefused(
+                f"{self.node}: {self.dataset} has epoch {o.epoch}, newer than the sender's "
+                f"{source.epoch}: the sender is a fenced former primary"
+            )
+        return o
+
+    async def _by_guid(self, ref: SnapRef) -> Snapshot:
+        for s in await self.zfs.list_snapshots(self.dataset):
+            if s.guid == ref.guid:
+                return s
+        raise ReceiveRefused(f"{self.node}: {self.dataset} has no snapshot with guid {ref.guid}")
+
+    # -- changing -----------------------------------------------------------------
+
+    async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None:
+        await self._check(source, may_be_absent=False)
+        if cleanup.abort_partial_receive:
+            log.warning("%s: discarding a partial receive", self.dataset)
+            await self.zfs.abort_receive(self.dataset)
+        if cleanup.recreate:
+            if await self.zfs.list_snapshots(self.dataset):
+                raise ReceiveRefused(
+                    f"{self.node}: {self.dataset} has snapshots; refusing to destroy it"
+                )
+            log.warning("%s: destroying the empty replica to receive it in full", self.dataset)
+            await self._unmount()
+            await self.zfs.destroy(self.dataset)  # no -r: ZFS refuses if anything appeared
+        for ref in cleanup.destroy_snapshots:
+            snap = await self._by_guid(ref)
+            log.warning(
+                "%s: destroying @%s (guid %d), which the source lacks (--force-rollback)",
+                self.dataset,
+                snap.name,
+                snap.guid,
+            )
+            await self.zfs.destroy_snapshot(self.dataset, snap.name)
+        if cleanup.rollback_to is not None:
+            snap = await self._by_guid(cleanup.rollback_to)
+            log.warning("%s: rolling back to @%s", self.dataset, snap.name)
+            await self.zfs.rollback(self.dataset, snap.name)
+
+    async def receive(
+        self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
+    ) -> ReceiveResult:
+        existing = await self._check(source, may_be_absent=header.kind in ("full", "resume"))
+        if header.kind == "full" and existing is not None:
+            raise ReceiveRefused(f"{self.node}: {self.dataset} exists; a full stream cannot land")
+        if header.kind == "incremental":
+            assert header.base is not None
+            await self._by_guid(header.base)
+        caps = await self.zfs.capabilities()
+        received = 0
+        async with self.zfs.receive(
+            self.dataset,
+            force=header.force,
+            unmounted=caps.receive_unmounted,
+            resumable=header.resumable and caps.resume_tokens,
+        ) as r:
+            async for chunk in chunks:
+                await r.write(chunk)
+                received += len(chunk)
+        await self._stamp(source)
+        snaps = await self.zfs.list_snapshots(self.dataset)
+        newest = snaps[-1] if snaps else None
+        if header.to is not None and (newest is None or newest.guid != header.to.guid):
+            raise ZflockError(
+                f"{self.node}: after receiving, the newest snapshot of {self.dataset} is "
+                f"{newest.name if newest else 'none'}, not @{header.to.name} "
+                f"(guid {header.to.guid})"
+            )
+        return ReceiveResult(
+            snapshot=newest.name if newest else None,
+            guid=newest.guid if newest else None,
+            bytes=received,
+        )
+
+    async def _stamp(self, source: SourceIdentity) -> None:
+        """Mark the copy a read-only, unmounted replica of the sender's volume and epoch."""
+        o = Ownership(
+            volume=source.volume,
+            id=source.volume_id,
+            epoch=source.epoch,
+            role=ROLE_REPLICA,
+            origin=source.origin,
+            seq=0,
+        )
+        props = ownership_properties(o)
+        del props["zflock:seq"]  # the sequence is the primary's business
+        await self.zfs.set(
+            self.dataset,
+            {
+                **props,
+                "readonly": "on",
+                "canmount": "noauto",
+                "mountpoint": self.mountpoint,
+            },
+        )
+        await self._unmount()
+
+    async def _unmount(self) -> None:
+        if await self.zfs.is_mounted(self.dataset):
+            await self.zfs.unmount(self.dataset)

@@ -1,0 +1,74 @@
+"""A remote node's replica as a replication `Receiver`, over the agent protocol.
+
+The driver streams a step's bytes into `receive`; they travel as the raw
+payload of a `receive_snapshot` channel, after its header line. asyncssh's
+flow control (`drain`) keeps memory bounded on both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncssh
+
+from zflock.replication.endpoint import Cleanup, ReceiveResult, SourceIdentity, StepHeader
+from zflock.replication.model import ReplicaInfo
+from zflock.rpc import messages as m
+from zflock.rpc.client import AgentClient, request
+from zflock.rpc.errors import NodeUnreachable
+from zflock.rpc.framing import write_message
+
+
+def replica_info(state: m.ReplicaState, label: str) -> ReplicaInfo:
+    return ReplicaInfo(
+        exists=state.exists,
+        managed_volume=state.volume,
+        volume_id=state.volume_id,
+        role=state.role,
+        epoch=state.epoch,
+        modified_since_last_snapshot=state.modified,
+        resume_token=state.resume_token,
+        snapshots=list(state.snapshots),
+        label=label,
+    )
+
+
+class RemoteReceiver:
+    def __init__(self, client: AgentClient, volume: str) -> None:
+        self.client = client
+        self.volume = volume
+        self.resume_supported = False
+
+    async def state(self) -> ReplicaInfo:
+        state = await self.client.call("replica_state", m.ReplicaStateRequest(name=self.volume))
+        self.resume_supported = state.resume_supported
+        return replica_info(state, f"{self.client.node.name}:{self.volume}")
+
+    async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None:
+        await self.client.call("prepare_replica", m.PrepareReplica(source=source, cleanup=cleanup))
+
+    async def receive(
+        self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
+    ) -> ReceiveResult:
+        op = "receive_snapshot"
+        process = await self.client.open_channel()
+        cut: Exception | None = None
+        try:
+            await write_message(
+                process.stdin, request(op, m.ReceiveSnapshot(source=source, header=header))
+            )
+            try:
+                async for chunk in chunks:
+                    process.stdin.write(chunk)
+                    await process.stdin.drain()
+            except (OSError, asyncssh.Error) as exc:
+                # The destination stopped reading: its answer says why.
+                cut = exc
+            else:
+                process.stdin.write_eof()
+            result = await self.client.read_result(op, process)
+        finally:
+            process.close()
+        if cut is not None:
+            raise NodeUnreachable(self.client.node.name, f"stream cut: {cut}")
+        return ReceiveResult(snapshot=result.snapshot, guid=result.guid, bytes=result.bytes)
