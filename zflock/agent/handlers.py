@@ -22,9 +22,9 @@ from zflock.agent.locks import VolumeLocks
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
 from zflock.errors import UsageError, ZflockError
+from zflock.replication.conflicts import SourceHasNoSnapshots
 from zflock.replication.driver import StepProgress, replicate
 from zflock.replication.endpoint import SourceIdentity
-from zflock.replication.conflicts import SourceHasNoSnapshots
 from zflock.replication.model import PlanOptions
 from zflock.replication.plan import plan_replication
 from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
