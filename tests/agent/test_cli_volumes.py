@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.agent.conftest import AgentLab
+from tests.agentlab import AgentLab
 
 pytestmark = pytest.mark.lab
 

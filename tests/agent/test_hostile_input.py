@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from tests.agent.conftest import AgentLab
+from tests.agentlab import AgentLab
 from zflock.cluster.config import load_inventory
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient

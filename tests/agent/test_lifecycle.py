@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import AgentLab
+from tests.agentlab import AgentLab
 from zflock import lab
 from zflock.lab import agents
 

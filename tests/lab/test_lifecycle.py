@@ -68,7 +68,7 @@ def test_up_exec_down_twice_from_new_processes(needs_lab: None, lab_name: str) -
 
         r = zflock("lab", "exec", "--name", lab_name, "node2", "--", "zpool", "list")
         assert r.returncode == 0, r.stderr
-        assert "tank" in r.stdout and "ONLINE" in r.stdout
+        assert state.nodes["node2"].pool in r.stdout and "ONLINE" in r.stdout
 
         # Sessions the lab did not start: an ssh login and a `lab exec` command.
         ssh = subprocess.Popen(
@@ -116,7 +116,7 @@ def test_crash_during_up_can_be_torn_down(needs_lab: None, lab_name: str) -> Non
     state = labapi.load_state(lab_name)
     try:
         assert not state.complete
-        assert all(procs.is_running(n.processes["zfs-fuse"]) for n in state.nodes.values())
+        assert all(procs.is_running(n.processes[n.namespace_role]) for n in state.nodes.values())
         assert all("sshd" not in n.processes for n in state.nodes.values())
 
         r = zflock("lab", "status", "--name", lab_name, "--json")
@@ -151,7 +151,8 @@ def test_failed_up_removes_what_it_made(
     with pytest.raises(ZflockError, match="sshd exploded"):
         labapi.up(lab_name, 2, pool_size=128 << 20)
     (state,) = made
-    assert state.nodes["node1"].processes["zfs-fuse"].pid > 0  # it got that far
+    node1 = state.nodes["node1"]
+    assert node1.processes[node1.namespace_role].pid > 0  # it got that far
     assert_gone(lab_name, state, before)
 
 

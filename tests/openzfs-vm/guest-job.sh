@@ -35,7 +35,7 @@ while IFS= read -r arg || [ -n "$arg" ]; do
 done </run/job/pytest-args
 say "ready after ${t0}s of boot; running: pytest $*"
 
-export ZFLOCK_TEST_ZFS=native
+export ZFLOCK_TEST_ZFS=native ZFLOCK_LAB_ZFS=native
 export PATH=/opt/zflock-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PYTHONPATH=/var/tmp/zflock-src
 export HOME=/root TMPDIR=/var/tmp LANG=C.UTF-8

@@ -8,6 +8,7 @@ volume, whatever it is, goes through the same gate.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,10 +23,9 @@ from zflock.agent.locks import VolumeLocks
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
 from zflock.errors import UsageError, ZflockError
-from zflock.replication.conflicts import SourceHasNoSnapshots
 from zflock.replication.driver import StepProgress, replicate
 from zflock.replication.endpoint import SourceIdentity
-from zflock.replication.model import PlanOptions
+from zflock.replication.model import PlanOptions, SnapRef, Source
 from zflock.replication.plan import plan_replication
 from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
 from zflock.rpc import messages as m
@@ -44,6 +44,14 @@ class Call:
     send_event: Callable[[dict[str, Any]], Awaitable[None]]
     # The raw payload after the request line (data operations only).
     read: Callable[[int], Awaitable[bytes]] | None = None
+
+
+def with_pending_snapshot(source: Source) -> Source:
+    """The source as it will be once the job has taken its snapshot (for a dry plan)."""
+    order = max((s.order for s in source.snapshots), default=0) + 1
+    # GUID 0 is never a real snapshot's, so it matches nothing on the destination.
+    pending = SnapRef(name="zflock-pending", guid=0, order=order)
+    return dataclasses.replace(source, snapshots=[*source.snapshots, pending])
 
 
 class Handlers:
@@ -216,12 +224,10 @@ class Handlers:
                 force_rollback=force_rollback,
                 resume_supported=local.resume_tokens and receiver.resume_supported,
             )
-            # Check for conflicts before taking the snapshot, so that a refused
-            # replication leaves both sides exactly as they were.
-            try:
-                plan_replication(await sender.source(), destination, options)
-            except SourceHasNoSnapshots:
-                pass  # the snapshot below is the first
+            # Plan once as if the snapshot below were taken, so that a conflict
+            # is found before anything changes: a refused replication leaves
+            # both sides exactly as they were.
+            plan_replication(with_pending_snapshot(await sender.source()), destination, options)
             job.step = "snapshot"
             snap = await self.volumes.snapshot(name)
 

@@ -23,13 +23,14 @@ class NodeHealth:
     pids: dict[str, int] = field(default_factory=dict)
     pool: PoolInfo | None = None
     pool_error: str | None = None
+    namespace_role: str = "zfs-fuse"  # "holder" on kernel ZFS (zflock.lab.backend)
 
     @property
     def problems(self) -> list[str]:
         found = []
         if not self.netns_present:
             found.append(f"{self.name}: network namespace {self.netns} is missing")
-        for role in ("zfs-fuse", "sshd"):
+        for role in (self.namespace_role, "sshd"):
             if role not in self.processes:
                 found.append(f"{self.name}: {role} was never started")
         for role, alive in self.processes.items():
@@ -88,9 +89,9 @@ async def _pool_infos(state: LabState, alive: dict[str, bool]) -> dict[str, Pool
 
     async def one(node: str) -> PoolInfo | str:
         if not alive[node]:
-            return "zfs-fuse is not running"
+            return f"{state.nodes[node].namespace_role} is not running"
         try:
-            return await node_zfs(state, node).pool_info(state.pool)
+            return await node_zfs(state, node).pool_info(state.nodes[node].pool)
         except Exception as exc:  # reported per node, never fatal for `status`
             return str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
 
@@ -107,7 +108,7 @@ def inspect(state: LabState, *, pools: bool = True) -> LabHealth:
         alive = {role: procs.is_running(rec) for role, rec in node.processes.items()}
         pids = {role: rec.pid for role, rec in node.processes.items()}
         per_node[name] = (alive, pids)
-        alive_zfs[name] = alive.get("zfs-fuse", False)
+        alive_zfs[name] = alive.get(node.namespace_role, False)
     infos = run_sync(_pool_infos(state, alive_zfs)) if pools else {}
     nodes = []
     for name, node in state.nodes.items():
@@ -123,6 +124,7 @@ def inspect(state: LabState, *, pools: bool = True) -> LabHealth:
                 pids=pids,
                 pool=info if isinstance(info, PoolInfo) else None,
                 pool_error=info if isinstance(info, str) else None,
+                namespace_role=node.namespace_role,
             )
         )
     return LabHealth(

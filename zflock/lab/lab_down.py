@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
 from pathlib import Path
 
 from zflock.errors import ZflockError
@@ -51,6 +52,7 @@ def teardown(state: LabState) -> None:
         _kill_node_members(node, errors)
     exported = run_sync(_export_pools(state))
     _stop_daemons(state, exported)
+    _destroy_kernel_pools(state, errors)
     for netns in state.netns:
         try:
             net.del_netns(netns)
@@ -72,10 +74,11 @@ def teardown(state: LabState) -> None:
 
 
 def _stop_side_processes(state: LabState, errors: list[str]) -> None:
-    """Stop every recorded process except zfs-fuse, latest role first, all nodes at once."""
+    """Stop every recorded process except the namespace owner (zfs-fuse or holder),
+    latest role first, all nodes at once."""
     roles: list[str] = []
     for node in state.nodes.values():
-        roles += [r for r in node.processes if r != "zfs-fuse" and r not in roles]
+        roles += [r for r in node.processes if r != node.namespace_role and r not in roles]
     for role in reversed(roles):
         recs = [n.processes[role] for n in state.nodes.values() if role in n.processes]
         procs.stop_all(recs)
@@ -90,13 +93,14 @@ async def _export_pools(state: LabState) -> set[str]:
     from zflock.lab.nodes import node_zfs
 
     async def one(node: NodeState) -> bool:
-        rec = node.processes.get("zfs-fuse")
+        rec = node.processes.get(node.namespace_role)
         if rec is None or not procs.is_running(rec):
             return False
         try:
+            # Inside the node: its datasets are mounted in its mount namespace only.
             zfs = node_zfs(state, node.name)
-            if any(p.name == state.pool for p in await zfs.list_pools()):
-                await zfs.export_pool(state.pool)
+            if any(p.name == node.pool for p in await zfs.list_pools()):
+                await zfs.export_pool(node.pool)
             return True
         except ZflockError:
             # The daemon is stopped next and the pool file deleted: a failed
@@ -116,10 +120,9 @@ def _stop_daemons(state: LabState, exported: set[str]) -> None:
     gets a short grace before SIGKILL; otherwise the full grace, to let it
     close the pool itself.
     """
-    recs = [n.processes["zfs-fuse"] for n in state.nodes.values() if "zfs-fuse" in n.processes]
-    all_exported = all(
-        n.name in exported for n in state.nodes.values() if "zfs-fuse" in n.processes
-    )
+    owners = [n for n in state.nodes.values() if n.namespace_role in n.processes]
+    recs = [n.processes[n.namespace_role] for n in owners]
+    all_exported = all(n.name in exported for n in owners)
     procs.stop_all(recs, timeout=1.0 if all_exported else 15.0)
 
 
@@ -139,7 +142,7 @@ def _kill_node_members(node: NodeState, errors: list[str]) -> None:
     ):
         nets.append(node.net_ns_inode)
     mnts = []
-    zfs_fuse = node.processes.get("zfs-fuse")
+    zfs_fuse = node.processes.get(node.namespace_role)
     spare = set()
     if zfs_fuse is not None and procs.is_running(zfs_fuse):
         spare.add(zfs_fuse.pid)
@@ -155,8 +158,41 @@ def _kill_node_members(node: NodeState, errors: list[str]) -> None:
         errors.append(f"{node.name}: processes {rest} still inside the node")
 
 
+def _kernel_pools(state: LabState) -> list[str]:
+    """The lab's kernel ZFS pools still imported (none for zfs-fuse labs)."""
+    if state.backend != "native":
+        return []
+    done = subprocess.run(
+        ["zpool", "list", "-H", "-o", "name"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=60,
+    )
+    imported = set(done.stdout.split())
+    return [n.pool for n in state.nodes.values() if n.pool in imported]
+
+
+def _destroy_kernel_pools(state: LabState, errors: list[str]) -> None:
+    """Destroy what the export left of the lab's kernel pools (their nodes are gone,
+    and with them the only mount namespaces where their datasets were mounted)."""
+    for pool in _kernel_pools(state):
+        done = subprocess.run(
+            ["zpool", "destroy", "-f", pool],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            errors.append(f"pool {pool}: zpool destroy failed: {done.stderr.strip()}")
+
+
 def _leftovers(state: LabState) -> list[str]:
     found = [f"network namespace {n}" for n in state.netns if net.netns_exists(n)]
+    found += [f"kernel pool {p}" for p in _kernel_pools(state)]
     found += [f"interface {link}" for link in state.links if net.link_exists(link)]
     for node in state.nodes.values():
         for role, rec in node.processes.items():

@@ -3,7 +3,10 @@
 Order: validate and preflight (nothing created on failure), plan, then per
 lab the bridge, per node a network namespace and veth pair, a zfs-fuse daemon
 in a private mount namespace, the pool `tank` in a sparse file with the
-dataset `tank/zflock` mounted at /zflock, and sshd. If any step fails, what
+dataset `tank/zflock` mounted at /zflock, and sshd. On kernel ZFS (backend
+"native", zflock.lab.backend) a holder process owns each node's mount
+namespace instead of zfs-fuse, and each node's pool has its own name
+(`<lab>n<index>`, dataset `<pool>/zflock`). If any step fails, what
 was made so far is torn down before the error is raised; if the process dies
 instead, the state file lets `lab down` finish the job.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 from zflock.errors import UsageError, ZflockError
 from zflock.lab import net, procs, sshd
 from zflock.lab.aio import run_sync
+from zflock.lab.backend import FUSE, lab_backend, start_holder
 from zflock.lab.health import decide_up, inspect
 from zflock.lab.lab_down import remove_empty_root, teardown
 from zflock.lab.lock import lab_lock
@@ -59,26 +63,29 @@ def up(
     pool_size: int = DEFAULT_POOL_SIZE,
     root: Path | None = None,
     progress: Progress = _quiet,
+    zfs: str | None = None,
 ) -> LabState:
     """Bring lab `name` up with `nodes` nodes, or return it if it is already up.
 
     Idempotent: a lab that is up with the same node count is returned as is.
     A lab that is up with another node count, or partly broken, raises (take
-    it down first): `up` never destroys pools on its own.
+    it down first): `up` never destroys pools on its own. `zfs` picks the
+    backend ("fuse" or "native"; default $ZFLOCK_LAB_ZFS, else "fuse").
     """
+    backend = lab_backend(zfs)
     validate_lab_name(name)
     validate_node_count(nodes)
     if pool_size < MIN_POOL_SIZE:
         raise UsageError(f"invalid pool size {pool_size}: at least {MIN_POOL_SIZE >> 20} MiB")
-    preflight()
+    preflight(backend)
     root = lab_root(root)
     with lab_lock():
         existing = find_state(name, root=root)
         if existing is not None:
             return _existing(existing, nodes)
         plan = _plan(name, nodes, root=root, pool_size=pool_size)
-        _check_conflicts(plan)
-        state = LabState.from_plan(plan)
+        state = LabState.from_plan(plan, backend)
+        _check_conflicts(plan, state)
         save_state(state)
         try:
             _build(state, progress)
@@ -120,9 +127,21 @@ def _plan(name: str, nodes: int, *, root: Path, pool_size: int) -> LabPlan:
     return plan_lab(name, nodes, root=root, taken_subnets=taken, pool_size=pool_size)
 
 
-def _check_conflicts(plan: LabPlan) -> None:
+def _check_conflicts(plan: LabPlan, state: LabState) -> None:
     """Refuse to start over leftovers we did not record (they are not ours to delete)."""
     clashes = [f"interface {plan.bridge}"] if net.link_exists(plan.bridge) else []
+    if state.backend != FUSE:
+        imported = set(
+            subprocess.run(
+                ["zpool", "list", "-H", "-o", "name"],
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                check=False,
+                timeout=60,
+            ).stdout.split()
+        )
+        clashes += [f"pool {n.pool}" for n in state.nodes.values() if n.pool in imported]
     for node in plan.nodes:
         if net.netns_exists(node.netns):
             clashes.append(f"network namespace {node.netns}")
@@ -162,9 +181,14 @@ def _build(state: LabState, progress: Progress) -> None:
         )
     save_state(state)
 
-    progress(f"zfs-fuse: starting {len(state.nodes)} daemons")
-    _start_daemons(state)
-    progress(f"pools: {state.pool} ({state.pool_size >> 20} MiB sparse) on every node")
+    if state.backend == FUSE:
+        progress(f"zfs-fuse: starting {len(state.nodes)} daemons")
+        _start_daemons(state)
+    else:
+        progress(f"kernel ZFS: starting {len(state.nodes)} namespace holders")
+        _start_holders(state)
+    pools = ", ".join(sorted({n.pool for n in state.nodes.values()}))
+    progress(f"pools: {pools} ({state.pool_size >> 20} MiB sparse) on every node")
     for node in state.nodes.values():
         # A sparse file: 1 GiB of pool costs no disk until written.
         with open(node.pool_file, "wb") as f:
@@ -213,14 +237,29 @@ def _start_daemons(state: LabState) -> None:
         raise errors[0]
 
 
+def _start_holders(state: LabState) -> None:
+    """Start each node's namespace holder (kernel ZFS has no per-node daemon)."""
+    for node in state.nodes.values():
+        node.dir.mkdir(parents=True, exist_ok=True)
+        # Recorded under its role before anything else can fail.
+        pid = start_holder(
+            node.dir / "holder",
+            netns=node.netns,
+            extra_binds=((node.mount_root_dir, state.mount_root),),
+        )
+        node.processes[node.namespace_role] = procs.record(pid)
+        node.mnt_ns_inode = procs.namespace_inode(f"/proc/{pid}/ns/mnt")
+        save_state(state)
+
+
 async def _create_pools(state: LabState) -> None:
     async def one(node: NodeState) -> None:
         zfs = node_zfs(state, node.name)
         # The pool itself is not mounted (mountpoint none): a pool mountpoint
         # such as /tank would be created as a directory in the host's root
         # filesystem, which the node shares.
-        await zfs.create_pool(state.pool, str(node.pool_file), mountpoint="none")
-        await zfs.create(state.pool_root, {"mountpoint": state.mount_root})
+        await zfs.create_pool(node.pool, str(node.pool_file), mountpoint="none")
+        await zfs.create(node.pool_root, {"mountpoint": state.mount_root})
 
     await asyncio.gather(*(one(n) for n in state.nodes.values()))
 

@@ -8,22 +8,24 @@ from zflock.zfs import Runner, Zfs
 
 
 class NodeDown(ZflockError):
-    """The node's zfs-fuse daemon (which owns its namespaces) is not running."""
+    """The process owning the node's namespaces (zfs-fuse or the holder) is not running."""
 
 
 def node_prefix(state: LabState, node: str) -> list[str]:
     """argv prefix that runs a command inside `node`: its network and mount namespace.
 
     Both namespaces are taken from the node's zfs-fuse daemon, which owns the
-    node's private mount namespace (its /var/run/zfs, /zflock, ZFS mounts).
+    node's private mount namespace (its /var/run/zfs, /zflock, ZFS mounts), or
+    on kernel ZFS from the node's holder process (zflock.lab.backend).
     """
     from zflock.lab import procs
 
     n = state.node(node)
-    rec = n.processes.get("zfs-fuse")
+    rec = n.processes.get(n.namespace_role)
     if rec is None or not procs.is_running(rec):
         raise NodeDown(
-            f"node {node!r} of lab {state.name!r} is down (its zfs-fuse is not running); "
+            f"node {node!r} of lab {state.name!r} is down (its {n.namespace_role} is not "
+            "running); "
             f"run `zflock lab down --name {state.name}` and `zflock lab up` again"
         )
     return [

@@ -89,9 +89,37 @@ def check_namespaces() -> str | None:
     return None
 
 
-def preflight() -> None:
-    """Raise LabPrerequisiteMissing with one line for the first missing prerequisite."""
-    for check in (check_root, check_programs, check_fuse, check_namespaces):
+def check_kernel_zfs(dev: Path = Path("/dev/zfs")) -> str | None:
+    if not dev.exists():
+        return f"zflock lab (kernel ZFS) needs {dev}, which is missing (modprobe zfs)"
+    return None
+
+
+def check_native_programs(find: Callable[[str], str | None] = find_program) -> str | None:
+    """Like check_programs, for kernel ZFS: zfs/zpool from zfsutils-linux, no zfs-fuse."""
+    packages = {n: p for n, p in PACKAGE_OF.items() if p != "zfs-fuse"}
+    packages |= {"zfs": "zfsutils-linux", "zpool": "zfsutils-linux", "sleep": "coreutils"}
+    for name, package in packages.items():
+        if find(name) is None:
+            return f"zflock lab needs `{name}`, which is not installed (apt-get install {package})"
+    return None
+
+
+def preflight(backend: str | None = None) -> None:
+    """Raise LabPrerequisiteMissing with one line for the first missing prerequisite.
+
+    `backend` is zflock.lab.backend's: "fuse" (zfs-fuse daemons) or "native";
+    None means $ZFLOCK_LAB_ZFS, else "fuse".
+    """
+    from zflock.lab.backend import lab_backend
+
+    backend = lab_backend(backend)
+    checks: tuple[Callable[[], str | None], ...] = (
+        (check_root, check_programs, check_fuse, check_namespaces)
+        if backend == "fuse"
+        else (check_root, check_native_programs, check_kernel_zfs, check_namespaces)
+    )
+    for check in checks:
         problem = check()
         if problem:
             raise LabPrerequisiteMissing(problem)

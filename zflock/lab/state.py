@@ -66,6 +66,22 @@ class NodeState:
     net_ns_inode: int | None = None
     mnt_ns_inode: int | None = None
     host_key_pub: str | None = None  # "ssh-ed25519 AAAA...", for known_hosts
+    # ZFS backend (zflock.lab.backend) and this node's pool: "tank" on every
+    # zfs-fuse node, a machine-wide unique name on kernel ZFS.
+    backend: str = "fuse"
+    pool: str = POOL_NAME
+
+    @property
+    def pool_root(self) -> str:
+        """The dataset this node's agent keeps volumes under (`<pool>/zflock`)."""
+        return self.pool + POOL_ROOT[len(POOL_NAME) :]
+
+    @property
+    def namespace_role(self) -> str:
+        """The process role that owns this node's mount namespace ("zfs-fuse" or "holder")."""
+        from zflock.lab.backend import NAMESPACE_ROLE
+
+        return NAMESPACE_ROLE[self.backend]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +97,8 @@ class NodeState:
             "net_ns_inode": self.net_ns_inode,
             "mnt_ns_inode": self.mnt_ns_inode,
             "host_key_pub": self.host_key_pub,
+            "backend": self.backend,
+            "pool": self.pool,
         }
 
     @classmethod
@@ -101,6 +119,8 @@ class NodeState:
             net_ns_inode=data.get("net_ns_inode"),
             mnt_ns_inode=data.get("mnt_ns_inode"),
             host_key_pub=data.get("host_key_pub"),
+            backend=data.get("backend", "fuse"),
+            pool=data.get("pool", POOL_NAME),
         )
 
     @property
@@ -117,7 +137,8 @@ class NodeState:
 
     @property
     def zfs_fuse_pid(self) -> int | None:
-        rec = self.processes.get("zfs-fuse")
+        """PID of the process owning the node's namespaces (zfs-fuse, or the native holder)."""
+        rec = self.processes.get(self.namespace_role)
         return rec.pid if rec else None
 
 
@@ -136,6 +157,7 @@ class LabState:
     pool_root: str = POOL_ROOT
     mount_root: str = MOUNT_ROOT
     complete: bool = False  # set when `up` finished every step
+    backend: str = "fuse"  # zflock.lab.backend: "fuse" or "native"
     # Interfaces on the host that this lab created (bridge, host veth ends),
     # recorded before creation.
     links: list[str] = field(default_factory=list)
@@ -144,8 +166,11 @@ class LabState:
     version: int = STATE_VERSION
 
     @classmethod
-    def from_plan(cls, plan: LabPlan) -> LabState:
+    def from_plan(cls, plan: LabPlan, backend: str = "fuse") -> LabState:
+        from zflock.lab.backend import node_pool_name
+
         return cls(
+            backend=backend,
             name=plan.name,
             subnet=plan.subnet,
             prefixlen=plan.prefixlen,
@@ -164,6 +189,8 @@ class LabState:
                     node_veth=n.node_veth,
                     dir=n.dir,
                     pool_file=n.pool_file,
+                    backend=backend,
+                    pool=node_pool_name(backend, plan.name, n.index),
                 )
                 for n in plan.nodes
             },
@@ -197,6 +224,7 @@ class LabState:
             "version": self.version,
             "name": self.name,
             "complete": self.complete,
+            "backend": self.backend,
             "subnet": self.subnet,
             "prefixlen": self.prefixlen,
             "host_address": self.host_address,
@@ -226,6 +254,7 @@ class LabState:
             version=data["version"],
             name=data["name"],
             complete=bool(data.get("complete", False)),
+            backend=data.get("backend", "fuse"),
             subnet=data["subnet"],
             prefixlen=int(data["prefixlen"]),
             host_address=data["host_address"],

@@ -1,0 +1,179 @@
+"""`zflock replicate` between real agents: full, incremental, no-change; conflicts.
+
+Data is compared file by file (sha256) between the primary and the replica,
+and every refused replication is checked to leave both sides unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import asyncssh
+import pytest
+
+from tests.agentlab import AgentLab
+from zflock.cluster.config import load_inventory
+from zflock.rpc import messages as m
+from zflock.rpc.client import AgentClient
+from zflock.rpc.errors import RemoteError
+
+pytestmark = pytest.mark.lab
+
+
+async def call_agent(lab: AgentLab, node: str, op: str, args: object) -> object:
+    inventory = load_inventory(lab.cluster_file)
+    assert inventory.identity is not None
+    key = asyncssh.read_private_key(str(inventory.identity))
+    async with AgentClient(inventory.node(node), key) as client:
+        return await client.call(op, args)
+
+
+def replicate(lab: AgentLab, volume: str, to: str, *extra: str) -> dict[str, object]:
+    r = lab.cli("replicate", volume, "--to", to, "--json", *extra)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_full_then_incremental_then_no_change(agent_lab: AgentLab) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "web", "--on", "node1").returncode == 0
+    lab.sh(
+        "node1",
+        "cd /zflock/web && head -c 3000000 /dev/urandom > a.bin && mkdir -p d/e "
+        "&& echo hello > d/e/h.txt && head -c 70000 /dev/urandom > b.bin",
+    )
+    first = replicate(lab, "web", "node2")
+    assert [s["kind"] for s in first["steps"]] == ["full"]
+    assert first["bytes"] > 3_000_000
+    assert lab.checksums("node2", "web") == lab.checksums("node1", "web")
+    props = lab.zget(
+        "node2", "tank/zflock/web",
+        "zflock:role", "zflock:epoch", "zflock:id", "readonly", "mounted", "canmount",
+    )  # fmt: skip
+    assert props["zflock:role"] == "replica"
+    assert props["readonly"] == "on"
+    assert props["mounted"] == "no"
+    assert props["canmount"] == "noauto"
+    assert props["zflock:epoch"] == "1"
+    assert props["zflock:id"] == lab.zget("node1", "tank/zflock/web", "zflock:id")["zflock:id"]
+
+    lab.sh("node1", "cd /zflock/web && rm a.bin && echo more >> d/e/h.txt && echo new > c.txt")
+    second = replicate(lab, "web", "node2")
+    assert [s["kind"] for s in second["steps"]] == ["incremental"]
+    assert second["bytes"] < first["bytes"]
+    after = lab.checksums("node1", "web")
+    assert "./a.bin" not in after and "./c.txt" in after
+    assert lab.checksums("node2", "web") == after
+
+    third = replicate(lab, "web", "node2")  # nothing written since
+    assert [s["kind"] for s in third["steps"]] == ["incremental"]
+    assert third["bytes"] < 100_000
+    assert lab.checksums("node2", "web") == after
+    # The replica holds exactly the source's snapshots, matched by GUID.
+    assert lab.snapshot_guids("node2", "tank/zflock/web") == lab.snapshot_guids(
+        "node1", "tank/zflock/web"
+    )
+
+    ls = json.loads(lab.cli("ls", "web", "--json").stdout)
+    [vol] = ls["volumes"]
+    roles = {c["node"]: c["role"] for c in vol["copies"]}
+    assert roles == {"node1": "primary", "node2": "replica"}
+    replica = next(c for c in vol["copies"] if c["node"] == "node2")
+    assert replica["latest_snapshot"] == third["snapshot"]
+    assert replica["latest_snapshot_age_s"] is not None
+    table = lab.cli("ls", "web")
+    assert "node2(" in table.stdout
+
+    text = lab.cli("replicate", "web", "--to", "node2")
+    assert text.returncode == 0
+    assert text.stdout.startswith("replicated web node1 -> node2: ")
+
+    status = json.loads(lab.cli("status", "--json").stdout)
+    done = [j for j in status["jobs"] if j["volume"] == "web" and j["kind"] == "replicate"]
+    assert len(done) == 4 and all(j["state"] == "done" for j in done)
+
+
+def test_replicate_bad_input(agent_lab: AgentLab) -> None:
+    before = agent_lab.zfs_state()
+    cases = [
+        (["replicate", "nosuch", "--to", "node2"], 1, "not found"),
+        (["replicate", "web", "--to", "node9"], 2, "unknown node"),
+        (["replicate", "web", "--to", "node1"], 2, "is the primary"),
+        (["replicate", "a;b", "--to", "node2"], 2, "invalid volume name"),
+        (["replicate", "web", "--to", "no de"], 2, "invalid node name"),
+        (["replicate", "web"], 2, "--to"),
+    ]
+    for args, code, message in cases:
+        r = agent_lab.cli(*args)
+        assert r.returncode == code, (args, r.stderr)
+        assert message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert agent_lab.zfs_state() == before
+
+
+# -- conflicts: each reproduced for real, refused, nothing changed ----------------------
+
+
+def refused(lab: AgentLab, volume: str, to: str, *needles: str) -> None:
+    before = lab.zfs_state()
+    r = lab.cli("replicate", volume, "--to", to)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert lab.zfs_state() == before
+
+
+def test_destination_not_ours(agent_lab: AgentLab) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "alien", "--on", "node1").returncode == 0
+    lab.sh("node1", "echo data > /zflock/alien/f")
+    # An operator's own dataset where the replica would go.
+    lab.sh("node3", "zfs create tank/zflock/alien && echo theirs > /zflock/alien/mine")
+    refused(lab, "alien", "node3", "not a zflock", "alien")
+    assert lab.sh("node3", "cat /zflock/alien/mine") == "theirs\n"
+
+
+def test_diverged_then_force_rollback(agent_lab: AgentLab) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "div", "--on", "node1").returncode == 0
+    lab.sh("node1", "echo one > /zflock/div/f")
+    replicate(lab, "div", "node2")
+    lab.sh("node2", "zfs snapshot tank/zflock/div@operator")
+    refused(lab, "div", "node2", "@operator", "--force-rollback")
+    out = replicate(lab, "div", "node2", "--force-rollback")
+    assert out["steps"]
+    guids = lab.snapshot_guids("node2", "tank/zflock/div")
+    assert guids == lab.snapshot_guids("node1", "tank/zflock/div")
+    assert lab.node_run("node2", "zfs", "list", "tank/zflock/div@operator").returncode != 0
+
+
+def test_epoch_newer_on_destination(agent_lab: AgentLab) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "ep", "--on", "node1").returncode == 0
+    replicate(lab, "ep", "node3")
+    lab.sh("node3", "zfs set zflock:epoch=9 tank/zflock/ep")
+    # The CLI already sees that node1 is no longer the newest primary...
+    refused(lab, "ep", "node3", "stale primary", "node1")
+    # ...and node1's agent refuses by itself when asked directly.
+    before = lab.zfs_state()
+    with pytest.raises(RemoteError, match="epoch 9"):
+        asyncio.run(call_agent(lab, "node1", "replicate", m.Replicate(name="ep", to="node3")))
+    assert lab.zfs_state() == before
+    lab.sh("node3", "zfs set zflock:epoch=1 tank/zflock/ep")
+    replicate(lab, "ep", "node3")
+
+
+def test_no_common_snapshot(agent_lab: AgentLab) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "nc", "--on", "node1").returncode == 0
+    replicate(lab, "nc", "node2")
+    # The primary loses every snapshot the replica has (an operator pruned by hand).
+    lab.sh(
+        "node1",
+        "for s in $(zfs list -H -t snapshot -o name -r tank/zflock/nc); do zfs destroy $s; done"
+        " && zfs snapshot tank/zflock/nc@manual",
+    )
+    refused(lab, "nc", "node2", "shares no snapshot", "destroy it")

@@ -1,0 +1,208 @@
+"""Features only OpenZFS has: resumable receive, receive -u, send estimates, holds, bookmarks.
+
+Each test asks the capability probe. Where it says the feature is missing
+(zfs-fuse) the test is skipped *because the probe says so*; in the OpenZFS
+tier (ZFLOCK_TEST_ZFS=native, tests/openzfs-vm) a missing feature is a
+failure instead, so these tests can never be skipped silently there.
+The last test checks the other side: where the probe says no, the client
+refuses with Unsupported before running anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import ZfsNode, native_zfs_tier
+from zflock.zfs import DatasetBusy, InvalidName, Unsupported, ZfsError, pipe
+
+FEATURES = ("resume_tokens", "receive_unmounted", "send_estimates", "holds", "bookmarks")
+
+
+async def need(node: ZfsNode, feature: str) -> None:
+    caps = await node.zfs.capabilities()
+    if getattr(caps, feature):
+        return
+    if native_zfs_tier():
+        pytest.fail(f"OpenZFS tier, but the probe says {feature} is unsupported: {caps}")
+    pytest.skip(f"{caps.implementation} lacks {feature} (capability probe)")
+
+
+async def send_bytes(node: ZfsNode, snapshot: str, base: str | None = None) -> bytes:
+    out = bytearray()
+    async with node.zfs.send(snapshot, base=base) as stream:
+        async for chunk in stream:
+            out += chunk
+    return bytes(out)
+
+
+def tree(node: ZfsNode, dataset: str) -> dict[str, bytes]:
+    root = node.path(dataset)
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def guid(node: ZfsNode, dataset: str, snapname: str) -> int:
+    return next(s.guid for s in await node.zfs.list_snapshots(dataset) if s.name == snapname)
+
+
+async def test_resume_after_cut_stream(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    src, dst = zfs_pair
+    await need(dst, "resume_tokens")
+    vol, target = f"{src_root}/vol", f"{dst_root}/vol"
+    await src.zfs.create(vol)
+    src.path(vol, "data.bin").write_bytes(os.urandom(2_000_000))
+    await src.zfs.snapshot(vol, "s1")
+    stream = await send_bytes(src, f"{vol}@s1")
+
+    # The connection "drops" half-way: the receive sees EOF and fails, but
+    # with -s it keeps what arrived and offers a token to resume from.
+    with pytest.raises(ZfsError):
+        async with dst.zfs.receive(target, resumable=True) as recv:
+            await recv.write(stream[: len(stream) // 2])
+    token = await dst.zfs.resume_token(target)
+    assert token, "a cut resumable receive must leave a receive_resume_token"
+
+    resumed = await pipe(
+        src.zfs.send(f"{vol}@s1", resume_token=token), dst.zfs.receive(target, resumable=True)
+    )
+    assert 0 < resumed < len(stream)  # only the missing part travelled again
+    assert await dst.zfs.resume_token(target) is None
+    assert await guid(dst, target, "s1") == await guid(src, vol, "s1")
+    assert tree(dst, target) == tree(src, vol)
+
+
+async def test_abort_resumable_receive_discards_partial_state(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    src, dst = zfs_pair
+    await need(dst, "resume_tokens")
+    src.path(src_root, "data.bin").write_bytes(os.urandom(1_000_000))
+    await src.zfs.snapshot(src_root, "s1")
+    stream = await send_bytes(src, f"{src_root}@s1")
+    target = f"{dst_root}/cut"
+    with pytest.raises(ZfsError):
+        async with dst.zfs.receive(target, resumable=True) as recv:
+            await recv.write(stream[: len(stream) // 3])
+    assert await dst.zfs.resume_token(target)
+    await dst.zfs.abort_resumable_receive(target)
+    assert not await dst.zfs.exists(target)
+
+
+async def test_receive_unmounted_full_and_incremental(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    src, dst = zfs_pair
+    await need(dst, "receive_unmounted")
+    target = f"{dst_root}/replica"
+    src.path(src_root, "a").write_bytes(b"one")
+    await src.zfs.snapshot(src_root, "s1")
+    await pipe(src.zfs.send(f"{src_root}@s1"), dst.zfs.receive(target, unmounted=True))
+    assert not await dst.zfs.is_mounted(target)
+    src.path(src_root, "b").write_bytes(b"two")
+    await src.zfs.snapshot(src_root, "s2")
+    await pipe(
+        src.zfs.send(f"{src_root}@s2", base=f"{src_root}@s1"),
+        dst.zfs.receive(target, unmounted=True),
+    )
+    assert not await dst.zfs.is_mounted(target)
+    await dst.zfs.mount(target)
+    assert tree(dst, target) == {"a": b"one", "b": b"two"}
+
+
+async def test_send_estimates_are_close_to_the_real_stream(
+    zfs_node: ZfsNode, src_root: str
+) -> None:
+    await need(zfs_node, "send_estimates")
+    zfs_node.path(src_root, "a.bin").write_bytes(os.urandom(1_000_000))
+    await zfs_node.zfs.snapshot(src_root, "s1")
+    zfs_node.path(src_root, "b.bin").write_bytes(os.urandom(300_000))
+    await zfs_node.zfs.snapshot(src_root, "s2")
+
+    full = await zfs_node.zfs.estimate_send_size(f"{src_root}@s1")
+    delta = await zfs_node.zfs.estimate_send_size(f"{src_root}@s2", base=f"{src_root}@s1")
+    real_full = len(await send_bytes(zfs_node, f"{src_root}@s1"))
+    real_delta = len(await send_bytes(zfs_node, f"{src_root}@s2", base=f"{src_root}@s1"))
+    assert full is not None and delta is not None
+    assert real_full / 2 <= full <= real_full * 2, (full, real_full)
+    assert real_delta / 2 <= delta <= real_delta * 2, (delta, real_delta)
+    assert delta < full
+
+
+async def test_hold_protects_snapshot_until_released(zfs_node: ZfsNode, src_root: str) -> None:
+    await need(zfs_node, "holds")
+    zfs = zfs_node.zfs
+    snap = f"{src_root}@base"
+    await zfs.snapshot(src_root, "base")
+    await zfs.hold(snap, "zflock-base")
+    await zfs.hold(snap, "zflock-other")
+    assert await zfs.holds(snap) == ["zflock-base", "zflock-other"]
+    with pytest.raises(DatasetBusy):
+        await zfs.destroy_snapshot(src_root, "base")
+    await zfs.release(snap, "zflock-other")
+    assert await zfs.holds(snap) == ["zflock-base"]
+    with pytest.raises(DatasetBusy):
+        await zfs.destroy_snapshot(src_root, "base")
+    await zfs.release(snap, "zflock-base")
+    assert await zfs.holds(snap) == []
+    await zfs.destroy_snapshot(src_root, "base")
+    assert not await zfs.exists(snap)
+    with pytest.raises(InvalidName):
+        await zfs.hold(snap, "bad tag")
+
+
+async def test_bookmark_is_an_incremental_base_after_the_snapshot_is_gone(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    src, dst = zfs_pair
+    await need(src, "bookmarks")
+    target = f"{dst_root}/replica"
+    src.path(src_root, "a").write_bytes(os.urandom(100_000))
+    s1 = await src.zfs.snapshot(src_root, "s1")
+    await pipe(src.zfs.send(f"{src_root}@s1"), dst.zfs.receive(target))
+    await dst.zfs.set(target, {"readonly": "on"})
+
+    mark = await src.zfs.bookmark(f"{src_root}@s1", "s1")
+    assert mark == f"{src_root}#s1"
+    await src.zfs.destroy_snapshot(src_root, "s1")
+    (listed,) = await src.zfs.list_bookmarks(src_root)
+    assert (listed.full_name, listed.guid, listed.createtxg) == (mark, s1.guid, s1.createtxg)
+
+    src.path(src_root, "b").write_bytes(os.urandom(50_000))
+    await src.zfs.snapshot(src_root, "s2")
+    await pipe(src.zfs.send(f"{src_root}@s2", base=mark), dst.zfs.receive(target))
+    assert await guid(dst, target, "s2") == await guid(src, src_root, "s2")
+    assert tree(dst, target) == tree(src, src_root)
+
+    await src.zfs.destroy_bookmark(src_root, "s1")
+    assert await src.zfs.list_bookmarks(src_root) == []
+
+
+async def test_missing_features_are_refused_as_unsupported(
+    zfs_node: ZfsNode, src_root: str
+) -> None:
+    caps = await zfs_node.zfs.capabilities()
+    missing = [f for f in FEATURES if not getattr(caps, f)]
+    if not missing:
+        pytest.skip(f"{caps.implementation} {caps.version} has all of {', '.join(FEATURES)}")
+    zfs = zfs_node.zfs
+    await zfs.snapshot(src_root, "s1")
+    snap = f"{src_root}@s1"
+    if not caps.resume_tokens:
+        assert await zfs.resume_token(src_root) is None
+        with pytest.raises(Unsupported):
+            await zfs.abort_resumable_receive(src_root)
+    if not caps.holds:
+        with pytest.raises(Unsupported):
+            await zfs.hold(snap, "zflock-base")
+        with pytest.raises(Unsupported):
+            await zfs.holds(snap)
+    if not caps.bookmarks:
+        with pytest.raises(Unsupported):
+            await zfs.bookmark(snap, "b1")
+        with pytest.raises(Unsupported):
+            await zfs.list_bookmarks(src_root)
+    if not caps.send_estimates:
+        assert await zfs.estimate_send_size(snap) is None
