@@ -16,6 +16,7 @@ whole machine, so each gets a unique name and each test stays inside its own.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from zflock.lab.zfsfuse import ZfsFuseDaemon, start_zfs_fuse, stop_zfs_fuse
-from zflock.zfs import Runner, Zfs
+from zflock.zfs import Runner, Zfs, probe_capabilities
 
 POOL_SIZE = 256 * 1024 * 1024
 
@@ -116,7 +117,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         ["zfs", "version"], capture_output=True, text=True, check=False, timeout=30
     )
     versions = " / ".join(done.stdout.split()) or done.stderr.strip()
-    return [f"zfs tier: native kernel ZFS: {versions}"]
+    caps = asyncio.run(probe_capabilities(Runner(())))
+    found = ", ".join(f"{k}={v}" for k, v in vars(caps).items())
+    return [f"zfs tier: native kernel ZFS: {versions}", f"zfs probe: {found}"]
 
 
 def _start_native_node(base: Path, label: str) -> Iterator[ZfsNode]:

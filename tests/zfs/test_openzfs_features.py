@@ -206,3 +206,27 @@ async def test_missing_features_are_refused_as_unsupported(
             await zfs.list_bookmarks(src_root)
     if not caps.send_estimates:
         assert await zfs.estimate_send_size(snap) is None
+
+
+def test_probe_sees_bookmarks_behind_openzfs_21_usage_text() -> None:
+    # OpenZFS 2.1.11's real answer to the probe: the error, then its usage.
+    from zflock.zfs import Completed, decide_capabilities
+    from zflock.zfs.probe import PROBE_COMMANDS
+
+    def done(name: str, rc: int, stderr: str) -> Completed:
+        return Completed(
+            argv=PROBE_COMMANDS[name], returncode=rc, stdout=b"", stderr=stderr.encode()
+        )
+
+    results = {n: done(n, 1, "cannot open 'x': dataset does not exist\n") for n in PROBE_COMMANDS}
+    results["version"] = Completed(
+        argv=PROBE_COMMANDS["version"], returncode=0, stdout=b"zfs-2.1.11-1\n", stderr=b""
+    )
+    results["bookmarks"] = done(
+        "bookmarks",
+        1,
+        "source zflock-probe-nonexistent/probe@x does not exist\nusage:\n\tbookmark <snapshot>\n",
+    )
+    assert decide_capabilities(results).bookmarks is True
+    results["bookmarks"] = done("bookmarks", 2, "unrecognized command 'bookmark'\nusage: zfs\n")
+    assert decide_capabilities(results).bookmarks is False

@@ -69,6 +69,31 @@ def load_keys(config: AgentConfig) -> LoadedKeys:
     )
 
 
+def _await_chain(obj: object) -> list[str]:
+    """Follow a coroutine's awaits down to what it waits on (get_stack shows one frame)."""
+    chain = []
+    while obj is not None and len(chain) < 50:
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
+        code = getattr(obj, "cr_code", None) or getattr(obj, "ag_code", None)
+        if code is not None:
+            line = frame.f_lineno if frame is not None else "?"
+            chain.append(f"{code.co_name}:{line}")
+        nxt = getattr(obj, "cr_await", None) or getattr(obj, "ag_await", None)
+        if nxt is None:
+            nxt = getattr(obj, "gi_yieldfrom", None)
+        if nxt is None and code is None:
+            chain.append(type(obj).__name__)
+        obj = nxt
+    return chain
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: log where every task waits (for an operator debugging a stuck job)."""
+    for task in asyncio.all_tasks():
+        where = " -> ".join(_await_chain(task.get_coro()))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
+
+
 class _SSHServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._peer = conn.get_extra_info("peername", ("?", 0))[0]
@@ -148,6 +173,7 @@ class Agent:
         await self.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
         sd_notify("READY=1")
         await self._stop.wait()
         await self.shutdown()

@@ -190,8 +190,9 @@ class Volumes:
             await self.zfs.destroy(dataset, recursive=True)
         except DatasetBusy:
             raise ZflockError(
-                f"volume {name} on node {self.config.node} is busy: a process still uses "
-                f"{self.config.mountpoint(name)}; stop it and retry"
+                f"volume {name} on node {self.config.node} is busy: a process uses "
+                f"{self.config.mountpoint(name)}, or ZFS still holds one of its snapshots "
+                "(a send in progress); stop it and retry"
             ) from None
         log.warning(
             "destroyed %s (%s, epoch %d, %d snapshots)",

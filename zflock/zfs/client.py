@@ -18,7 +18,7 @@ from tenacity import (
 )
 
 from zflock.zfs import pool as _pool
-from zflock.zfs.errors import DatasetBusy, DatasetNotFound, Unsupported
+from zflock.zfs.errors import DatasetBusy, DatasetNotFound, Unsupported, ZfsError
 from zflock.zfs.names import (
     InvalidName,
     split_snapshot_name,
@@ -372,13 +372,36 @@ class Zfs:
     # -- mounting -----------------------------------------------------------
 
     async def mount(self, name: str) -> None:
-        """Mount; retries "busy" for a few seconds (zfs-fuse right after an unmount)."""
+        """Mount; a no-op if already mounted. Retries "busy" for a few seconds
+        (zfs-fuse right after an unmount)."""
         validate_dataset_name(name)
-        await self._retry_busy(lambda: self.runner.run(["zfs", "mount", name]))
+
+        async def once() -> None:
+            try:
+                await self.runner.run(["zfs", "mount", name])
+            except ZfsError as exc:
+                # Idempotent, so "run the same command again" finishes a half-done job.
+                if "already mounted" not in exc.stderr:
+                    raise
+
+        await self._retry_busy(once)
 
     async def unmount(self, name: str, *, force: bool = False) -> None:
+        """Unmount; a no-op if not mounted. Busy (open files, a cwd inside) raises DatasetBusy.
+
+        "Busy" is retried for a few seconds first: zfs-fuse also says so for a
+        moment after heavy writes, with nothing holding the mount.
+        """
         validate_dataset_name(name)
-        await self.runner.run(["zfs", "unmount", *(["-f"] if force else []), name])
+
+        async def once() -> None:
+            try:
+                await self.runner.run(["zfs", "unmount", *(["-f"] if force else []), name])
+            except ZfsError as exc:
+                if "not currently mounted" not in exc.stderr:
+                    raise
+
+        await self._retry_busy(once)
 
     async def is_mounted(self, name: str) -> bool:
         return (await self.get(name, ["mounted"]))["mounted"] == "yes"

@@ -90,7 +90,10 @@ _RULES: tuple[tuple[type[ZfsError], tuple[str, ...]], ...] = (
         DatasetBusy,
         ("is busy", "target is busy", "device busy", "resource busy", "pool or dataset is busy"),
     ),
-    (DatasetExists, ("already exists", "must specify -f to overwrite")),
+    (
+        DatasetExists,
+        ("already exists", "must specify -f to overwrite", "must destroy them to overwrite"),
+    ),
     (
         DatasetNotFound,
         (

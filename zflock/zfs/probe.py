@@ -11,7 +11,9 @@ commands and how each answer is decided:
 - list_parsable: `zfs list -H -p T` does not say "invalid option";
 - receive_unmounted: `zfs receive -u T` (empty stdin) does not say "invalid option";
 - send_estimates: `zfs send -n -P T@x` does not say "invalid option";
-- bookmarks: `zfs bookmark T@x T#x` does not say "unrecognized command";
+- bookmarks: `zfs bookmark T@x T#x` does not say "unrecognized command"
+  (OpenZFS 2.1 prints its usage after "source ... does not exist", so
+  "does not exist" counts as accepted here);
 - holds: `zfs holds T@x` fails only because T@x "does not exist" (*);
 - resume_tokens: `zfs get receive_resume_token T`, `zfs receive -s T` and
   `zfs send -t TOKEN` are all accepted.
@@ -68,6 +70,13 @@ def _accepted(done: Completed) -> bool:
     )
 
 
+def _bookmarks(done: Completed) -> bool:
+    err = done.stderr_text.lower()
+    if "unrecognized command" in err:
+        return False
+    return _accepted(done) or "does not exist" in err
+
+
 def decide_capabilities(results: dict[str, Completed]) -> Capabilities:
     """Pure: the Capabilities that the probe commands' results show."""
     version_done = results["version"]
@@ -84,7 +93,7 @@ def decide_capabilities(results: dict[str, Completed]) -> Capabilities:
         ),
         receive_unmounted=_accepted(results["receive_unmounted"]),
         holds=holds,
-        bookmarks=_accepted(results["bookmarks"]),
+        bookmarks=_bookmarks(results["bookmarks"]),
         send_estimates=_accepted(results["send_estimates"]),
         createtxg=_accepted(results["createtxg"]),
         list_parsable=_accepted(results["list_parsable"]),

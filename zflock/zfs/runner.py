@@ -33,11 +33,27 @@ class Completed:
         return self.stderr.decode("utf-8", errors="replace")
 
 
+def close_transport(proc: asyncio.subprocess.Process) -> None:
+    """Close our ends of the process's pipes (and kill it if it still runs).
+
+    Needed twice over: asyncio's Process.wait() returns only once every pipe
+    is closed, and zfs-fuse's daemon -- not the `zfs` client -- holds the
+    write end of a send stream's stdout, so a killed `zfs send` keeps it open
+    until we close ours (the daemon then stops on EPIPE). There is no public
+    API to close a subprocess's read pipes; the transport's close() does it.
+    """
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            transport.close()
+
+
 async def kill_and_reap(proc: asyncio.subprocess.Process) -> None:
-    """Kill this process (by its PID) if it still runs, and wait for it."""
+    """Kill this process (by its PID) if it still runs, close its pipes, wait for it."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+    close_transport(proc)
     # Shielded: a cancelled caller must still not leave a zombie behind.
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.shield(proc.wait())

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 
 from zflock.zfs.errors import ZfsError, classify_error
-from zflock.zfs.runner import Runner, kill_and_reap
+from zflock.zfs.runner import Runner, close_transport, kill_and_reap
 
 STDERR_KEEP = 64 * 1024
 DEFAULT_CHUNK = 1 << 20
@@ -106,14 +106,7 @@ class _Stream:
         if proc.stdin is not None:
             with contextlib.suppress(Exception):
                 proc.stdin.close()
-        # Close our ends of stdout/stderr too: zfs-fuse's daemon writes a send
-        # stream itself and stops only on EPIPE. There is no public API to close
-        # a subprocess's read pipes; the transport's close() does exactly that
-        # (and kills the process if it still runs).
-        transport = getattr(proc, "_transport", None)
-        if transport is not None:
-            with contextlib.suppress(Exception):
-                transport.close()
+        close_transport(proc)  # see runner.close_transport: zfs-fuse holds the pipes
 
     def kill(self) -> None:
         """Kill the process by its PID now (reaped on exit of the `async with`)."""
@@ -126,9 +119,16 @@ class _Stream:
 
     async def _kill_and_reap(self) -> None:
         self._killed = True
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        # Close our pipe ends *before* waiting: asyncio's wait() returns only
+        # once the pipes are closed too, and zfs-fuse's daemon, which holds the
+        # write end of a send stream, stops writing only on EPIPE. Waiting
+        # first deadlocks as soon as the pipe is full.
+        self._close_pipes()
         if self._proc is not None:
             await kill_and_reap(self._proc)
-        self._close_pipes()
         for task in self._tails:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
