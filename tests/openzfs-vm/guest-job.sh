@@ -40,8 +40,13 @@ export PATH=/opt/zflock-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PYTHONPATH=/var/tmp/zflock-src
 export HOME=/root TMPDIR=/var/tmp LANG=C.UTF-8
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-/opt/zflock-venv/bin/python -m pytest -p no:cacheprovider "$@"
-rc=$?
+# Through a pipe, so pytest sees no terminal: plain progress lines, no
+# colour codes in CI logs.
+{
+    /opt/zflock-venv/bin/python -m pytest -p no:cacheprovider --color=no "$@"
+    echo $? >/run/pytest.rc
+} 2>&1 | cat
+rc=$(cat /run/pytest.rc 2>/dev/null || echo 1)
 say "pytest exited with status $rc"
 # Pools a crashed test left behind would keep their files open.
 zpool list -H -o name 2>/dev/null | while read -r pool; do

@@ -35,7 +35,8 @@ from zflock.rpc.replica import RemoteReceiver
 from zflock.zfs import Zfs, validate_component
 
 log = logging.getLogger("zflock.agent")
-CHUNK = 1 << 20
+# Small reads keep the receiving agent's memory flat (fewer large buffers alive at once).
+CHUNK = 256 << 10
 
 
 @dataclass
