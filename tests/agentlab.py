@@ -59,7 +59,6 @@ class AgentLab:
             out[node] = r.stdout
         return out
 
-
     # -- data on volumes ------------------------------------------------------------
 
     def sh(self, node: str, script: str) -> str:

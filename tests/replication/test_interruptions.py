@@ -121,7 +121,6 @@ def assert_complete_and_clean(lab: AgentLab, volume: str, to: str) -> None:
     assert extra == []
 
 
-
 def fill(lab: AgentLab, volume: str, mib: int, tag: str) -> None:
     lab.sh(
         "node1",

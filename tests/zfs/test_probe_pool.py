@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -41,6 +42,20 @@ async def test_probe_openzfs_reports_version(zfs_node: ZfsNode) -> None:
     assert caps.version is not None and caps.version[0].isdigit()
 
 
+def force_destroy_pool(node: ZfsNode, name: str) -> None:
+    """Cleanup that survives zfs-fuse's "pool is busy" right after a mount."""
+    listed = node.run("zfs", "list", "-H", "-r", "-o", "name", name)
+    for each in reversed(listed.stdout.split()):
+        node.run("zfs", "unmount", "-f", each)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done = node.run("zpool", "destroy", "-f", name)
+        if done.returncode == 0 or "no such pool" in done.stderr:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"could not destroy test pool {name}: {done.stderr.strip()}")
+
+
 async def test_pool_lifecycle(zfs_node: ZfsNode, tmp_path) -> None:  # type: ignore[no-untyped-def]
     zfs = zfs_node.zfs
     name = f"ztp{os.getpid()}x{uuid.uuid4().hex[:6]}"
@@ -75,7 +90,7 @@ async def test_pool_lifecycle(zfs_node: ZfsNode, tmp_path) -> None:  # type: ign
         zfs_node.run("zpool", "import", "-d", str(tmp_path), name)
         assert (await zfs.pool_info(name)).health == "ONLINE"
     finally:
-        zfs_node.run("zpool", "destroy", "-f", name)
+        force_destroy_pool(zfs_node, name)
     with pytest.raises(DatasetNotFound):
         await zfs.destroy_pool(name)
 
@@ -90,5 +105,5 @@ async def test_destroy_pool(zfs_node: ZfsNode, tmp_path) -> None:  # type: ignor
     try:
         await zfs.destroy_pool(name)
     finally:
-        zfs_node.run("zpool", "destroy", "-f", name)
+        force_destroy_pool(zfs_node, name)
     assert name not in {p.name for p in await zfs.list_pools()}

@@ -132,6 +132,21 @@ def _print_usage(state: Any) -> None:
         click.echo(line)
 
 
+@lab_group.command("demo")
+@name_option
+def demo_command(name: str) -> None:
+    """Bring a 3-node lab up (if needed) and replicate a volume with data, step by step.
+
+    Every step is an ordinary zflock command, printed before it runs.
+    """
+    from zflock.lab import up
+    from zflock.lab.demo import run_demo
+
+    validate_lab_name(name)
+    state = up(name, 3, progress=lambda line: click.echo(f"lab {name}: {line}", err=True))
+    run_demo(state, click.echo)
+
+
 @lab_group.command("status")
 @name_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")

@@ -20,6 +20,14 @@ from zflock.cli.units import format_bytes
 from zflock.rpc import codec
 from zflock.rpc.messages import Empty
 
+# Short names for the table (the --json output has the full ones).
+SHORT = {
+    "resume_tokens": "resume",
+    "receive_unmounted": "recv-u",
+    "send_estimates": "estimates",
+    "createtxg": "txg",
+}
+
 
 @app.command("nodes")
 @cluster_options
@@ -55,13 +63,14 @@ def nodes_command(
     else:
         table = Table(box=None, pad_edge=False)
         for col in ("NODE", "ADDRESS", "STATUS", "ZFS", "FREE", "FEATURES", "UPTIME"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col)
         for row in rows:
             if row["status"] == "up":
                 zfs = row["zfs_implementation"] + (
                     f" {row['zfs_version']}" if row["zfs_version"] else ""
                 )
-                features = ",".join(k for k, v in sorted(row["capabilities"].items()) if v) or "-"
+                caps = row["capabilities"]
+                features = ",".join(SHORT.get(k, k) for k, v in sorted(caps.items()) if v) or "-"
                 table.add_row(
                     row["node"],
                     f"{row['address']}:{row['port']}",

@@ -569,10 +569,15 @@ class Zfs:
         )
 
     async def export_pool(self, name: str, *, force: bool = False) -> None:
-        await _pool.export_pool(self.runner, name, force=force)
+        """`zpool export` (on zfs-fuse its filesystems are unmounted first; see destroy)."""
+        argv = _pool.export_pool_argv(name, force=force)
+        await self._unmounted_on_zfs_fuse(name, argv, remount_as=None)
 
     async def destroy_pool(self, name: str, *, force: bool = False) -> None:
-        await _pool.destroy_pool(self.runner, name, force=force)
+        """`zpool destroy` (on zfs-fuse its filesystems are unmounted first: it
+        calls a pool "busy" when the command has to unmount them itself)."""
+        argv = _pool.destroy_pool_argv(name, force=force)
+        await self._unmounted_on_zfs_fuse(name, argv, remount_as=None)
 
     async def pool_info(self, name: str) -> PoolInfo:
         """Sizes are exact where `zpool list -p` exists, else rounded as zpool prints them."""

@@ -42,14 +42,14 @@ async def create_pool(
     await runner.run(create_pool_argv(name, vdev, mountpoint=mountpoint, properties=properties))
 
 
-async def export_pool(runner: Runner, name: str, *, force: bool = False) -> None:
+def export_pool_argv(name: str, *, force: bool = False) -> list[str]:
     validate_pool_name(name)
-    await runner.run(["zpool", "export", *(["-f"] if force else []), name])
+    return ["zpool", "export", *(["-f"] if force else []), name]
 
 
-async def destroy_pool(runner: Runner, name: str, *, force: bool = False) -> None:
+def destroy_pool_argv(name: str, *, force: bool = False) -> list[str]:
     validate_pool_name(name)
-    await runner.run(["zpool", "destroy", *(["-f"] if force else []), name])
+    return ["zpool", "destroy", *(["-f"] if force else []), name]
 
 
 def _list_argv(parsable: bool, names: tuple[str, ...]) -> list[str]:
