@@ -29,21 +29,23 @@ def test_backend_comes_from_argument_then_environment(monkeypatch: pytest.Monkey
 
 def test_pool_names_are_unique_per_node_only_on_kernel_zfs() -> None:
     assert node_pool_name("fuse", "t1a", 2) == "tank"
-    assert node_pool_name("native", "t1a", 2) == "t1an2"
+    assert node_pool_name("native", "t1a", 2) == "zlt1an2"
+    # Not "c1..n1": ZFS refuses pool names that look like disks (c[0-9]...).
+    assert node_pool_name("native", "c1x", 1) == "zlc1xn1"
     assert node_pool_name("native", "t1a", 1) != node_pool_name("native", "t1b", 1)
 
 
 def test_native_state_round_trip_and_per_node_pools(tmp_path: Path) -> None:
     state = LabState.from_plan(plan_lab("unit", 2, root=tmp_path), "native")
     node1 = state.nodes["node1"]
-    assert (node1.pool, node1.pool_root) == ("unitn1", "unitn1/zflock")
-    assert state.nodes["node2"].pool_root == "unitn2/zflock"
+    assert (node1.pool, node1.pool_root) == ("zlunitn1", "zlunitn1/zflock")
+    assert state.nodes["node2"].pool_root == "zlunitn2/zflock"
     assert node1.namespace_role == "holder"
     node1.processes["holder"] = ProcessRecord(pid=10, starttime=20)
     assert node1.zfs_fuse_pid == 10
     save_state(state)
     data = json.loads(state.state_file.read_text())
-    assert data["backend"] == "native" and data["nodes"]["node2"]["pool"] == "unitn2"
+    assert data["backend"] == "native" and data["nodes"]["node2"]["pool"] == "zlunitn2"
     assert load_state("unit", root=tmp_path).to_json() == state.to_json()
 
 

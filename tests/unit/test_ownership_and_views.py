@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from zflock.agent.volumes import next_sequence
-from zflock.cli.units import format_age, format_bytes, parse_size
 from zflock.cli.views import group_volumes
 from zflock.cluster.ownership import (
     NotManaged,
@@ -17,6 +16,7 @@ from zflock.cluster.ownership import (
 )
 from zflock.errors import UsageError
 from zflock.rpc.messages import VolumeInfo
+from zflock.units import format_age, format_bytes, parse_size
 
 ID1 = "11111111-1111-4111-8111-111111111111"
 ID2 = "22222222-2222-4222-8222-222222222222"

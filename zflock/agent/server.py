@@ -17,6 +17,7 @@ import asyncio
 import errno
 import logging
 import signal
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -92,6 +93,10 @@ def dump_tasks() -> None:
     for task in asyncio.all_tasks():
         where = " -> ".join(_await_chain(task.get_coro()))
         log.warning("task %s: %s", task.get_name(), where or "(not started)")
+    if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=N in the agent's environment
+        for stat in tracemalloc.take_snapshot().statistics("traceback")[:8]:
+            where = " <- ".join(str(frame) for frame in reversed(stat.traceback))
+            log.warning("memory: %d KiB in %d blocks at %s", stat.size >> 10, stat.count, where)
 
 
 class _SSHServer(asyncssh.SSHServer):
@@ -166,6 +171,8 @@ class Agent:
             self.config.node,
             self.config.pool_root,
         )
+        # A move cut short by a crash left a marker on the source: finish or undo it.
+        await self.handlers.moves.recover_all()
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, shut down cleanly."""
@@ -187,6 +194,8 @@ class Agent:
         log.info("stopping: %d operation(s) running", len(running))
         if self._server is not None:
             self._server.close()
+        for task in list(self.handlers.moves.background):
+            task.cancel()  # recovery retries: the marker stays, the next start resumes them
         if running:
             _, pending = await asyncio.wait(running, timeout=self.config.shutdown_grace)
             for task in pending:

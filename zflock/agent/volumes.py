@@ -23,6 +23,7 @@ from zflock.cluster.ownership import (
     ownership_properties,
 )
 from zflock.errors import ZflockError
+from zflock.move.marker import PROP_MOVE
 from zflock.replication.naming import parse_snapshot_name, snapshot_name
 from zflock.rpc.messages import Destroyed, SnapshotInfo, VolumeInfo
 from zflock.zfs import Dataset, DatasetBusy, DatasetExists, Zfs, validate_component
@@ -38,6 +39,7 @@ LIST_PROPERTIES = (
     "used",
     "referenced",
     "quota",
+    PROP_MOVE,
 )
 
 
@@ -125,6 +127,7 @@ class Volumes:
             snapshots=len(snaps),
             latest_snapshot=latest.name.split("@", 1)[1] if latest else None,
             latest_snapshot_time=parse_int(latest.properties.get("creation")) if latest else None,
+            move=p.get(PROP_MOVE) or None,
         )
 
     async def ownership(self, name: str) -> Ownership:

@@ -16,9 +16,9 @@ from zflock.cli.common import (
     print_json,
     run,
 )
-from zflock.cli.units import format_bytes
 from zflock.rpc import codec
 from zflock.rpc.messages import Empty
+from zflock.units import format_bytes
 
 # Short names for the table (the --json output has the full ones).
 SHORT = {

@@ -29,12 +29,12 @@ from zflock.cli.common import (
     run,
     warn,
 )
-from zflock.cli.units import format_bytes
 from zflock.cli.volumes import find_primary, validate_volume
 from zflock.cluster.config import validate_node_name
 from zflock.errors import UsageError
 from zflock.rpc import messages as m
 from zflock.rpc.messages import Empty
+from zflock.units import format_bytes
 
 
 class StepBars:

@@ -20,12 +20,12 @@ from zflock.cli.common import (
     to_jsonable,
     warn,
 )
-from zflock.cli.units import format_age, format_bytes, parse_size
 from zflock.cli.views import VolumeView, group_volumes
 from zflock.cluster.config import validate_node_name
 from zflock.errors import ZflockError
 from zflock.rpc import messages as m
 from zflock.rpc.cluster import Cluster, NodeResult
+from zflock.units import format_age, format_bytes, parse_size
 from zflock.zfs import validate_component
 
 

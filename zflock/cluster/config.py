@@ -72,6 +72,9 @@ class AgentConfig:
     cluster: Path = DEFAULT_CLUSTER_FILE
     # How long a SIGTERM waits for running operations before cancelling them.
     shutdown_grace: float = 20.0
+    # Hooks given on the command line (`zflock move --pre-hook ...`) run as
+    # root on this node: only when the operator opted in.
+    allow_client_hooks: bool = False
     hooks: HookConfig = field(default_factory=HookConfig)
     volume_hooks: Mapping[str, HookConfig] = field(default_factory=dict)
     source: Path | None = None
@@ -246,6 +249,7 @@ def load_agent_config(path: Path = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         ),
         cluster=_resolve(path, r.get("cluster", str, str(DEFAULT_CLUSTER_FILE))),
         shutdown_grace=grace,
+        allow_client_hooks=r.get("allow_client_hooks", bool, False),
         hooks=_hooks(path, hooks_table, "hooks."),
         volume_hooks=volume_hooks,
         source=path,

@@ -60,6 +60,8 @@ def render_agent_toml(state: LabState, node: NodeState, port: int) -> str:
         f"authorized_keys = {_toml_str(str(d / 'authorized_keys'))}",
         f"cluster = {_toml_str(str(cluster_file(state)))}",
         "shutdown_grace = 10.0",
+        "# The lab's operator is root on every node anyway: let `zflock move --pre-hook` work.",
+        "allow_client_hooks = true",
     ]
     return "\n".join(lines) + "\n"
 

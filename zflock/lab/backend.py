@@ -9,7 +9,7 @@ tests/openzfs-vm). There is no daemon: a long-lived holder process
 (`sleep infinity` after nodeinit's binds) owns each node's private mount
 namespace instead, and its PID is used for nsenter exactly as zfs-fuse's is.
 Kernel pools are visible machine-wide, so every node gets a pool of its own
-name (`<lab>n<index>`) and its agent is confined to `<pool>/zflock`.
+name (`zl<lab>n<index>`) and its agent is confined to `<pool>/zflock`.
 
 The backend is chosen at `lab up` (argument, else $ZFLOCK_LAB_ZFS) and
 recorded in the state file, so later commands never guess.
@@ -51,9 +51,10 @@ def lab_backend(value: str | None = None) -> str:
 
 def node_pool_name(backend: str, lab: str, index: int) -> str:
     """Pure: the pool of node `index` (1-based): unique per lab and node on kernel ZFS,
-    where pool names are machine-wide; `tank` in every zfs-fuse node."""
+    where pool names are machine-wide (the "zl" prefix keeps a lab named
+    "c1..." from looking like a disk name); `tank` in every zfs-fuse node."""
     if backend == NATIVE:
-        return f"{lab}n{index}"
+        return f"zl{lab}n{index}"
     return POOL_NAME
 
 

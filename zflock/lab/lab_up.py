@@ -6,7 +6,7 @@ in a private mount namespace, the pool `tank` in a sparse file with the
 dataset `tank/zflock` mounted at /zflock, and sshd. On kernel ZFS (backend
 "native", zflock.lab.backend) a holder process owns each node's mount
 namespace instead of zfs-fuse, and each node's pool has its own name
-(`<lab>n<index>`, dataset `<pool>/zflock`). If any step fails, what
+(`zl<lab>n<index>`, dataset `<pool>/zflock`). If any step fails, what
 was made so far is torn down before the error is raised; if the process dies
 instead, the state file lets `lab down` finish the job.
 """

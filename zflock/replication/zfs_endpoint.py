@@ -267,13 +267,15 @@ class ZfsReceiver:
         )
         props = ownership_properties(o)
         del props["zflock:seq"]  # the sequence is the primary's business
+        # readonly first: on zfs-fuse each property is its own command, and a
+        # copy marked as the volume must never be writable, not even briefly.
         await self.zfs.set(
             self.dataset,
             {
-                **props,
                 "readonly": "on",
                 "canmount": "noauto",
                 "mountpoint": self.mountpoint,
+                **props,
             },
         )
         await self._unmount()

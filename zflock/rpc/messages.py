@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.model import SnapRef
 
@@ -36,6 +37,7 @@ class NodeInfo:
     pool_free: int
     uptime_s: float
     running_jobs: int
+    client_hooks: bool = False  # runs hooks given on the command line (allow_client_hooks)
 
 
 # -- volumes ----------------------------------------------------------------------
@@ -60,6 +62,7 @@ class VolumeInfo:
     snapshots: int
     latest_snapshot: str | None
     latest_snapshot_time: int | None  # unix seconds
+    move: str | None = None  # zflock:move: a cutover in progress (docs/move.md)
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,66 @@ class JobList:
     jobs: list[JobInfo]
 
 
+# -- move -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move a volume from this node (its primary) to `to` (run as a job)."""
+
+    name: str
+    to: str
+    max_downtime: float = 1.0  # seconds: the pre-copy converges to fit this
+    max_rounds: int = 8
+    strict: bool = False  # abort instead of cutting over when the budget cannot be met
+    destroy_source: bool = False
+    dry_run: bool = False
+    pre_hooks: list[list[str]] = field(default_factory=list)  # argv lists, run on the source
+    post_hooks: list[list[str]] = field(default_factory=list)  # on the destination
+    rollback_hooks: list[list[str]] = field(default_factory=list)  # on the source
+    wait: bool = False  # a move never queues behind another operation by default
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    round: int
+    kind: str  # "full" | "incremental" | "none"
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MoveReport:
+    volume: str
+    source: str
+    destination: str
+    epoch: int  # the volume's epoch after the move (unchanged if planned / rolled back)
+    result: str  # "moved" | "planned" | "completed" (an interrupted move finished)
+    reason: str  # why pre-copy stopped, or what recovery did
+    move_id: str
+    rounds: list[RoundReport] = field(default_factory=list)
+    final: RoundReport | None = None
+    downtime_s: float = 0.0
+    total_s: float = 0.0
+    bytes: int = 0
+    cutover: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)  # --dry-run: what would happen
+
+
+@dataclass(frozen=True)
+class ResolveMove:
+    name: str
+    volume_id: str
+    move_id: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class MoveResolution:
+    status: str  # "promoted" | "aborted"
+
+
 OPERATIONS: dict[str, tuple[type, type]] = {
     "node_info": (Empty, NodeInfo),
     "list_volumes": (ListVolumes, VolumeList),
@@ -218,4 +281,7 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "receive_snapshot": (ReceiveSnapshot, Received),
     "replicate": (Replicate, ReplicationReport),
     "jobs": (Empty, JobList),
+    "move": (Move, MoveReport),
+    "promote_replica": (PromoteRequest, Promotion),
+    "resolve_move": (ResolveMove, MoveResolution),
 }

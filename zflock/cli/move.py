@@ -1,0 +1,277 @@
+"""`zflock move VOLUME --to NODE`: move a volume's primary to another node."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import Progress
+
+from zflock.cli.app import app
+from zflock.cli.common import cluster_options, console, err_console, load_cluster, print_json, run
+from zflock.cli.common import warn as print_warning
+from zflock.cli.replicate import StepBars, _progress
+from zflock.cli.volumes import _collect, _require_all, _views, validate_volume
+from zflock.cluster.config import validate_node_name
+from zflock.errors import UsageError, ZflockError
+from zflock.rpc import messages as m
+from zflock.units import format_bytes
+
+
+def parse_hook(text: str, flag: str) -> list[str]:
+    """A hook from the command line: split like a shell would, but never run by one."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text!r}: {exc}") from None
+    if not argv:
+        raise UsageError(f"{flag}: empty command")
+    return argv
+
+
+class MoveDisplay(StepBars):
+    """Progress bars for each stream, and one line per round and cutover step."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        super().__init__(progress)
+        self.out = progress.console if progress is not None else None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        if kind == "progress":
+            super().__call__(event)
+        elif self.out is None:
+            return
+        elif kind == "round":
+            self.out.print(
+                f"pre-copy  round {event.get('round')}  {event.get('type'):<11} "
+                f"{format_bytes(event.get('bytes')):>10}  {float(event.get('seconds', 0)):6.2f} s"
+                f"   {event.get('decision')}: {event.get('reason')}",
+                markup=False,
+                soft_wrap=True,
+            )
+        elif kind == "cutover":
+            self.out.print(
+                f"cutover   {event.get('step'):<18} {float(event.get('seconds', 0)):6.3f} s",
+                markup=False,
+                soft_wrap=True,
+            )
+
+
+def report_json(r: m.MoveReport) -> dict[str, Any]:
+    def round_(x: m.RoundReport) -> dict[str, Any]:
+        return {"round": x.round, "kind": x.kind, "bytes": x.bytes, "seconds": x.seconds}
+
+    return {
+        "volume": r.volume,
+        "from": r.source,
+        "to": r.destination,
+        "epoch": r.epoch,
+        "result": r.result,
+        "reason": r.reason,
+        "move_id": r.move_id,
+        "rounds": [round_(x) for x in r.rounds],
+        "final": round_(r.final) if r.final else None,
+        "downtime_s": r.downtime_s,
+        "total_s": r.total_s,
+        "bytes": r.bytes,
+        "cutover": r.cutover,
+        "warnings": r.warnings,
+        "plan": r.plan,
+    }
+
+
+@app.command("move")
+@click.argument("volume")
+@click.option("--to", "to", required=True, help="Node that becomes the volume's primary.")
+@click.option(
+    "--max-downtime",
+    type=click.FloatRange(min=0.01, max=3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds of downtime to aim for: pre-copy rounds go on until the final delta fits.",
+)
+@click.option(
+    "--max-rounds",
+    type=click.IntRange(1, 100),
+    default=8,
+    show_default=True,
+    help="Pre-copy rounds at most before cutting over.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Abandon the move (nothing fenced) instead of cutting over when the writer "
+    "outpaces the link and --max-downtime cannot be met.",
+)
+@click.option(
+    "--destroy-source",
+    is_flag=True,
+    help="Destroy the old copy after the move instead of keeping it as a replica.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Check everything and print the plan; change nothing."
+)
+@click.option(
+    "--pre-hook",
+    multiple=True,
+    metavar="CMD",
+    help="Run on the source before it is fenced (e.g. 'docker stop web'); a failure "
+    "aborts the move. Split into arguments like a shell would, never run by one.",
+)
+@click.option(
+    "--post-hook",
+    multiple=True,
+    metavar="CMD",
+    help="Run on the destination once it is writable and mounted (e.g. 'docker start web').",
+)
+@click.option(
+    "--rollback-hook",
+    multiple=True,
+    metavar="CMD",
+    help="Run on the source when the move is undone (e.g. 'docker start web').",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for another operation on the volume to finish instead of failing at once.",
+)
+@cluster_options
+def move_command(
+    volume: str,
+    to: str,
+    max_downtime: float,
+    max_rounds: int,
+    strict: bool,
+    destroy_source: bool,
+    dry_run: bool,
+    pre_hook: tuple[str, ...],
+    post_hook: tuple[str, ...],
+    rollback_hook: tuple[str, ...],
+    wait: bool,
+    cluster: Path | None,
+    identity: Path | None,
+    json_out: bool,
+    timeout: float,
+) -> None:
+    """Move a volume to another node with seconds (usually under one) of downtime.
+
+    While the volume's consumer keeps running, the source's agent sends a full
+    copy (or only what an existing replica lacks) and then smaller and smaller
+    deltas. When the next delta fits --max-downtime, it cuts over: pre-hooks
+    (stop the container), fence the source (read-only, unmounted), final
+    snapshot and delta, verify its GUID on the destination, promote the
+    destination (new epoch, writable, mounted at the same path), post-hooks
+    (start the container). The old copy stays as a read-only replica, so
+    moving back is cheap (--destroy-source removes it).
+
+    Any failure before the destination is promoted rolls back: the source is
+    writable and mounted again and the rollback hooks run. If the agents are
+    cut off at the one moment that cannot be decided alone, the source stays
+    read-only (never two writable copies); run the same command again, or
+    restart the agent, to finish or undo the move.
+
+    Hooks run on the agents' nodes and need `allow_client_hooks = true` in
+    their agent.toml; hooks in agent.toml always run. Their environment has
+    ZFLOCK_VOLUME, ZFLOCK_MOUNTPOINT, ZFLOCK_SOURCE, ZFLOCK_DESTINATION,
+    ZFLOCK_EPOCH and ZFLOCK_HOOK.
+
+    Exit codes: 0 moved (or planned), 1 the move failed or was rolled back,
+    or a post-hook failed after the move, 2 bad usage.
+
+    --json prints: volume, from, to, epoch, result ("moved", "planned",
+    "completed"), reason, move_id, rounds (round, kind, bytes, seconds),
+    final (the cutover's delta), downtime_s, total_s, bytes, cutover
+    (step -> seconds), warnings, plan (with --dry-run).
+    """
+    name = validate_volume(volume)
+    target = validate_node_name(to)
+    args = m.Move(
+        name=name, to=target, max_downtime=max_downtime, max_rounds=max_rounds, strict=strict,
+        destroy_source=destroy_source, dry_run=dry_run,
+        pre_hooks=[parse_hook(h, "--pre-hook") for h in pre_hook],
+        post_hooks=[parse_hook(h, "--post-hook") for h in post_hook],
+        rollback_hooks=[parse_hook(h, "--rollback-hook") for h in rollback_hook],
+        wait=wait,
+    )  # fmt: skip
+    c = load_cluster(cluster, identity, timeout)
+    c.inventory.node(target)
+
+    async def go(display: MoveDisplay) -> m.MoveReport:
+        views, failed = _views(await _collect(c, [name], None))
+        # A copy carrying a move marker is the source of an interrupted move:
+        # its agent finishes or undoes that first.
+        marked = [copy.node for v in views for copy in v.copies if copy.move]
+        if marked:
+            source = marked[0]
+        else:
+            primaries = [v for v in views if v.primary]
+            if not primaries:
+                _require_all(failed, f"find the primary of {name}")
+                problems = "; ".join(views[0].problems) if views else ""
+                raise ZflockError(
+                    f"volume {name} has no primary: {problems}"
+                    if views
+                    else f"volume {name} not found on any node"
+                )
+            if len(primaries) > 1:
+                raise ZflockError(f"two different volumes are named {name}; cannot choose")
+            view = primaries[0]
+            assert view.primary is not None
+            source = view.primary
+            if source == target:
+                raise ZflockError(
+                    f"{name} is already on {target} (its primary, epoch {view.epoch}); "
+                    "nothing to move"
+                )
+        async with c.client(source) as client:
+            report: m.MoveReport = await client.call("move", args, on_event=display)
+            return report
+
+    progress = None if json_out else _progress()
+    if progress is not None:
+        with progress:
+            report = run(go(MoveDisplay(progress)))
+    else:
+        report = run(go(MoveDisplay(None)))
+    hook_failed = any("hook" in w for w in report.warnings)
+    if json_out:
+        print_json(report_json(report))
+    else:
+        for warning in report.warnings:
+            print_warning(f"{name}: {warning}")
+        _print_summary(report)
+    if hook_failed and report.result == "moved":
+        sys.exit(1)
+
+
+def _print_summary(r: m.MoveReport) -> None:
+    if r.result == "planned":
+        console.print(
+            f"plan for moving {r.volume} {r.source} -> {r.destination}:",
+            markup=False,
+            soft_wrap=True,
+        )
+        for line in r.plan:
+            console.print(f"  {line}", markup=False, soft_wrap=True)
+        console.print("(dry run: nothing changed)", markup=False)
+        return
+    if r.result == "completed":
+        console.print(
+            f"finished the interrupted move of {r.volume} to {r.destination} "
+            f"(epoch {r.epoch}): {r.reason}",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
+    err_console.print(f"pre-copy stopped: {r.reason}", markup=False, soft_wrap=True)
+    console.print(
+        f"moved {r.volume} {r.source} -> {r.destination} in {r.total_s:.1f} s, "
+        f"downtime {r.downtime_s:.2f} s (epoch {r.epoch}, {len(r.rounds)} round(s), "
+        f"{format_bytes(r.bytes)})",
+        markup=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,299 @@
+"""The move's state machine: pre-copy rounds, cutover, promote, demote, or roll back.
+
+Runs in the source's agent as a job. Decisions come from converge.py and
+recovery.py (pure); this module only sequences them and keeps the safety
+invariants of DESIGN.md:
+
+1. One writable copy: the source is fenced (`readonly=on`) before the
+   destination is asked to promote, and is made writable again only when
+   the destination cannot have promoted (phase `fenced`) or has said it
+   never will (`resolve` answered ABORTED).
+2. Until the destination holds the final snapshot, verified by GUID, any
+   failure rolls the source back (writable, mounted, rollback hooks run).
+3. The final snapshot is taken after the fence: every acknowledged write is in it.
+5. A move cut short is finished or undone by recover() (agent start, or
+   `zflock move` run again).
+
+Downtime is measured from the start of the pre-cutover hooks (the consumer
+stops) to the destination's answer to promote, which it sends after the copy
+is writable, mounted, and its post-cutover hooks have run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from zflock.errors import ZflockError
+from zflock.move.converge import ABORT, CUTOVER, Decision, Limits, Round, decide
+from zflock.move.endpoint import (
+    DestinationSide,
+    PromoteRequest,
+    Promotion,
+    SourceSide,
+    Unreachable,
+)
+from zflock.move.marker import FENCED, PROMOTING, Marker
+from zflock.move.recovery import (
+    ASK_DESTINATION,
+    COMPLETE,
+    ROLL_BACK,
+    UNREACHABLE,
+    WAIT,
+    Recovery,
+    recover,
+)
+from zflock.replication.driver import Outcome
+
+log = logging.getLogger("zflock.move")
+
+Emit = Callable[[dict[str, Any]], None]
+# How long the job keeps asking an unreachable destination whether it promoted,
+# and keeps retrying the source's demotion, before leaving it to recovery.
+RESOLVE_SECONDS = 30.0
+DEMOTE_SECONDS = 30.0
+
+
+class MoveFailed(ZflockError):
+    """The move did not happen; the source is the writable primary again."""
+
+
+class MoveInDoubt(ZflockError):
+    """The source is fenced and cannot learn whether the destination promoted."""
+
+
+@dataclass(frozen=True)
+class MoveSpec:
+    volume: str
+    volume_id: str
+    source: str
+    destination: str
+    epoch: int  # the source's epoch now; the destination gets epoch + 1
+    move_id: str
+    limits: Limits = field(default_factory=Limits)
+    destroy_source: bool = False
+    post_hooks: list[list[str]] = field(default_factory=list)
+
+
+@dataclass
+class MoveResult:
+    rounds: list[Round] = field(default_factory=list)
+    final: Round | None = None
+    reason: str = ""
+    downtime_s: float = 0.0
+    epoch: int = 0
+    snapshot: str = ""
+    cutover: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    warnings: list[str] = field(default_factory=list)
+    demotion_pending: bool = False
+
+
+def _round(number: int, outcome: Outcome, seconds: float) -> Round:
+    kind = outcome.steps[0].header.kind if outcome.steps else "none"
+    return Round(number=number, kind=kind, bytes=outcome.bytes, seconds=round(seconds, 3))
+
+
+class Move:
+    def __init__(
+        self,
+        spec: MoveSpec,
+        source: SourceSide,
+        destination: DestinationSide,
+        replicate_once: Callable[[], Awaitable[Outcome]],
+        emit: Emit = lambda _: None,
+    ) -> None:
+        self.spec = spec
+        self.source = source
+        self.destination = destination
+        self.replicate_once = replicate_once
+        self.emit = emit
+        self.result = MoveResult()
+        self.marker = Marker(FENCED, spec.move_id, spec.destination, spec.epoch + 1)
+
+    # -- pre-copy -----------------------------------------------------------------------
+
+    async def precopy(self) -> Decision:
+        rounds = self.result.rounds
+        while True:
+            started = time.monotonic()
+            await self.source.snapshot()
+            outcome = await self.replicate_once()
+            r = _round(len(rounds) + 1, outcome, time.monotonic() - started)
+            rounds.append(r)
+            decision = decide(rounds, self.spec.limits)
+            self.emit({"kind": "round", "round": r.number, "type": r.kind, "bytes": r.bytes,
+                       "seconds": r.seconds, "decision": decision.action,
+                       "reason": decision.reason})  # fmt: skip
+            log.info("pre-copy round %d: %s %d B in %.2f s; %s", r.number, r.kind, r.bytes,
+                     r.seconds, decision.reason, extra={"volume": self.spec.volume})  # fmt: skip
+            if decision.action != "continue":
+                self.result.reason = decision.reason
+                return decision
+
+    # -- cutover ------------------------------------------------------------------------
+
+    def _step(self, name: str, started: float) -> None:
+        self.result.cutover[name] = round(time.monotonic() - started, 3)
+        self.emit({"kind": "cutover", "step": name, "seconds": self.result.cutover[name]})
+
+    async def _rollback(self, why: BaseException, *, fenced: bool) -> MoveFailed:
+        """Undo a cutover that cannot finish: source writable and mounted, consumer restarted."""
+        self.emit({"kind": "cutover", "step": "rollback", "seconds": 0.0})
+        if fenced:
+            await self.source.unfence()
+        try:
+            await self.source.run_hooks("rollback")
+        except ZflockError as exc:
+            self.result.warnings.append(f"rollback hook failed: {exc}")
+            log.error("rollback hook failed: %s", exc, extra={"volume": self.spec.volume})
+        what = "rolled back; the source is writable again" if fenced else "nothing was fenced"
+        return MoveFailed(f"move of {self.spec.volume} failed ({why}); {what}")
+
+    async def cutover(self) -> Promotion:
+        spec = self.spec
+        down = time.monotonic()
+        t = down
+        try:
+            await self.source.run_hooks("pre_cutover")
+        except ZflockError as exc:
+            raise await self._rollback(exc, fenced=False) from exc
+        self._step("pre-cutover hooks", t)
+        try:
+            t = time.monotonic()
+            await self.source.fence(self.marker)
+            self._step("fence", t)
+            t = time.monotonic()
+            final_snap = await self.source.snapshot()
+            outcome = await self.replicate_once()
+            self.result.final = _round(0, outcome, time.monotonic() - t)
+            self._step("final delta", t)
+            t = time.monotonic()
+            state = await self.destination.state()
+            newest = state.snapshots[-1] if state.snapshots else None
+            if newest is None or newest.guid != final_snap.guid:
+                raise ZflockError(
+                    f"{spec.destination}'s newest snapshot is "
+                    f"{newest.describe() if newest else 'none'}, not @{final_snap.name}"
+                )
+            self._step("verify", t)
+            self.marker = self.marker.at(PROMOTING)
+            await self.source.set_marker(self.marker)
+        except BaseException as exc:
+            # Nothing was asked of the destination: it cannot have promoted.
+            raise await self._rollback(exc, fenced=True) from exc
+        request = PromoteRequest(
+            name=spec.volume, volume_id=spec.volume_id, move_id=spec.move_id,
+            epoch=self.marker.new_epoch, guid=final_snap.guid, source=spec.source,
+            post_hooks=spec.post_hooks,
+        )  # fmt: skip
+        t = time.monotonic()
+        try:
+            promotion = await self.destination.promote(request)
+        except ZflockError as exc:
+            # Did it promote before the answer was lost? Only the destination knows.
+            outcome_of_promote = await self._settle()
+            if outcome_of_promote.action == ROLL_BACK:
+                raise await self._rollback(exc, fenced=True) from exc
+            if outcome_of_promote.action != COMPLETE:
+                raise MoveInDoubt(
+                    f"move of {spec.volume}: {outcome_of_promote.reason}; run the same "
+                    "`zflock move` again (or restart the agent) once it is reachable"
+                ) from exc
+            promotion = Promotion(
+                node=spec.destination, epoch=self.marker.new_epoch, snapshot=final_snap.name,
+                mountpoint="", seconds=0.0,
+                hook_errors=["post-cutover hooks' outcome unknown (promote answer lost)"],
+            )  # fmt: skip
+        self._step("promote", t)
+        self.result.downtime_s = round(time.monotonic() - down, 3)
+        self.result.epoch = promotion.epoch
+        self.result.snapshot = promotion.snapshot
+        for error in promotion.hook_errors:
+            self.result.warnings.append(f"on {spec.destination}: {error}")
+        return promotion
+
+    async def _settle(self) -> Recovery:
+        """Ask the destination (retrying while unreachable) to settle this move."""
+        answer = UNREACHABLE
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(Unreachable),
+                wait=wait_exponential(multiplier=0.5, max=5),
+                stop=stop_after_delay(RESOLVE_SECONDS),
+                reraise=True,
+            ):
+                with attempt:
+                    answer = await self.destination.resolve(self.spec.move_id)
+        except Unreachable:
+            answer = UNREACHABLE
+        return recover(self.marker, "primary", answer)
+
+    async def demote(self) -> None:
+        t = time.monotonic()
+        try:
+            await demote_source(self.source, destroy=self.spec.destroy_source)
+        except ZflockError as exc:
+            self.result.demotion_pending = True
+            self.result.warnings.append(
+                f"the source copy could not be demoted yet ({exc}); it is read-only, and the "
+                "agent keeps retrying"
+            )
+        self._step("demote source", t)
+
+    async def run(self) -> MoveResult:
+        decision = await self.precopy()
+        if decision.action == ABORT:
+            raise MoveFailed(
+                f"move of {self.spec.volume} abandoned before cutover: {decision.reason} "
+                "(--strict); nothing was fenced"
+            )
+        assert decision.action == CUTOVER
+        await self.cutover()
+        await self.demote()
+        return self.result
+
+
+async def demote_source(source: SourceSide, *, destroy: bool) -> None:
+    """Demote, retrying what a consumer still holding the mount makes fail."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(ZflockError),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(DEMOTE_SECONDS),
+        reraise=True,
+    ):
+        with attempt:
+            await source.demote(destroy=destroy)
+
+
+async def recover_move(
+    marker: Marker, role: str, source: SourceSide, destination: DestinationSide | None
+) -> Recovery:
+    """Finish or undo an interrupted move found on the source. Returns what was done.
+
+    `destination` None means it cannot be reached (no connection).
+    """
+    decision = recover(marker, role)
+    if decision.action == ASK_DESTINATION:
+        answer = UNREACHABLE
+        if destination is not None:
+            try:
+                answer = await destination.resolve(marker.move_id)
+            except Unreachable:
+                answer = UNREACHABLE
+        decision = recover(marker, role, answer)
+    if decision.action == ROLL_BACK:
+        await source.unfence()
+        try:
+            await source.run_hooks("rollback")
+        except ZflockError as exc:
+            log.error("rollback hook failed: %s", exc)
+    elif decision.action == COMPLETE:
+        await demote_source(source, destroy=False)
+    else:
+        assert decision.action == WAIT
+    return decision

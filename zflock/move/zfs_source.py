@@ -1,0 +1,83 @@
+"""The source's side of a move, on its own ZFS: fence, unfence, demote, the marker.
+
+Order matters in each step, because a crash can stop it after any command:
+
+* fence:   marker first, then `readonly=on`, then unmount. A marker with a
+           writable dataset is recovered by rolling back (making sure it is
+           writable), which is what it already is.
+* unfence: `readonly=off`, mount, then clear the marker: the marker stays
+           until the source is whole again, so a crash re-runs the rollback.
+* demote:  `zflock:role=replica` first, then unmount, then clear the marker.
+
+`readonly=on` is the fence: from that command on, no write to the source can
+succeed, so the final snapshot (taken after it) holds every acknowledged
+write. The unmount is best effort: a consumer that still holds the mount
+(a pre-cutover hook that did not stop it) cannot write anyway, and the
+demotion retries the unmount until it succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from zflock.cluster.ownership import PROP_ROLE, ROLE_REPLICA
+from zflock.move.endpoint import SnapTaken
+from zflock.move.marker import PROP_MOVE, Marker
+from zflock.zfs import DatasetBusy, Zfs
+
+log = logging.getLogger("zflock.move")
+
+
+class ZfsSource:
+    def __init__(
+        self,
+        zfs: Zfs,
+        dataset: str,
+        volume: str,
+        take_snapshot: Callable[[], Awaitable[SnapTaken]],
+        hooks: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.zfs = zfs
+        self.dataset = dataset
+        self.volume = volume
+        self._take_snapshot = take_snapshot
+        self._hooks = hooks
+
+    async def snapshot(self) -> SnapTaken:
+        return await self._take_snapshot()
+
+    async def run_hooks(self, kind: str) -> None:
+        await self._hooks(kind)
+
+    async def set_marker(self, marker: Marker) -> None:
+        await self.zfs.set(self.dataset, {PROP_MOVE: marker.format()})
+
+    async def fence(self, marker: Marker) -> None:
+        await self.set_marker(marker)
+        await self.zfs.set(self.dataset, {"readonly": "on"})
+        log.warning("fenced (read-only) for %s", marker.format(), extra={"volume": self.volume})
+        try:
+            await self.zfs.unmount(self.dataset)
+        except DatasetBusy:
+            log.warning(
+                "still in use after fencing; it stays mounted read-only until the demotion",
+                extra={"volume": self.volume},
+            )
+
+    async def unfence(self) -> None:
+        await self.zfs.set(self.dataset, {"readonly": "off", "canmount": "on"})
+        await self.zfs.mount(self.dataset)
+        await self.zfs.inherit(self.dataset, PROP_MOVE)
+        log.warning("rolled back: writable and mounted again", extra={"volume": self.volume})
+
+    async def demote(self, *, destroy: bool) -> None:
+        await self.zfs.set(self.dataset, {PROP_ROLE: ROLE_REPLICA, "readonly": "on"})
+        await self.zfs.set(self.dataset, {"canmount": "noauto"})
+        await self.zfs.unmount(self.dataset)  # DatasetBusy: the caller retries
+        if destroy:
+            await self.zfs.destroy(self.dataset, recursive=True)
+            log.warning("destroyed the old source copy", extra={"volume": self.volume})
+            return
+        await self.zfs.inherit(self.dataset, PROP_MOVE)
+        log.info("now a read-only replica", extra={"volume": self.volume})

@@ -1,0 +1,61 @@
+"""A remote node as the destination of a move (`move.endpoint.DestinationSide`), over RPC.
+
+`state` and `promote` use the move's connection. `resolve` opens a fresh one
+each time: it is what the source asks after that connection failed (and all
+that recovery needs, so recovery passes no connection).
+"""
+
+from __future__ import annotations
+
+import asyncssh
+
+from zflock.cluster.config import NodeEntry
+from zflock.move.endpoint import PromoteRequest, Promotion, Unreachable
+from zflock.replication.model import ReplicaInfo
+from zflock.rpc import messages as m
+from zflock.rpc.client import AgentClient
+from zflock.rpc.errors import NodeUnreachable
+from zflock.rpc.replica import RemoteReceiver
+
+
+class RemoteDestination:
+    def __init__(
+        self,
+        client: AgentClient | None,
+        receiver: RemoteReceiver | None,
+        peer: NodeEntry,
+        key: asyncssh.SSHKey,
+        volume: str,
+        volume_id: str,
+        epoch: int,
+    ) -> None:
+        self.client = client
+        self.receiver = receiver
+        self.peer = peer
+        self.key = key
+        self.volume = volume
+        self.volume_id = volume_id
+        self.epoch = epoch
+
+    async def state(self) -> ReplicaInfo:
+        assert self.receiver is not None, "state() needs the move's connection"
+        return await self.receiver.state()
+
+    async def promote(self, request: PromoteRequest) -> Promotion:
+        assert self.client is not None, "promote() needs the move's connection"
+        try:
+            result: Promotion = await self.client.call("promote_replica", request)
+        except NodeUnreachable as exc:
+            raise Unreachable(str(exc)) from exc
+        return result
+
+    async def resolve(self, move_id: str) -> str:
+        args = m.ResolveMove(
+            name=self.volume, volume_id=self.volume_id, move_id=move_id, epoch=self.epoch
+        )
+        try:
+            async with AgentClient(self.peer, self.key) as client:
+                answer: m.MoveResolution = await client.call("resolve_move", args)
+        except NodeUnreachable as exc:
+            raise Unreachable(str(exc)) from exc
+        return answer.status
