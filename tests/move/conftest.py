@@ -1,0 +1,172 @@
+"""A 2-node lab with agents for the move tests of one module, and what they share."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.agentlab import AgentLab, agent_lab_session
+from zflock.lab.writer import verify_data, writer_argv
+
+
+@pytest.fixture(scope="module")
+def agent_lab() -> Iterator[AgentLab]:
+    with agent_lab_session(nodes=2, pool_size=1 << 30) as lab:
+        yield lab
+
+
+@dataclass
+class Writer:
+    """The lab writer for one volume: started in a node, and moved with it by hooks."""
+
+    lab: AgentLab
+    volume: str
+    dir: Path  # on the host's filesystem, which every node sees
+
+    @property
+    def records(self) -> str:
+        return f"/zflock/{self.volume}/records"
+
+    @property
+    def acks(self) -> Path:
+        return self.dir / "acks"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "writer.pid"
+
+    def start_argv(self, *, create: bool = False) -> list[str]:
+        extra = ["--create"] if create else []
+        return writer_argv("start", "--file", self.records, "--acks", str(self.acks),
+                           "--pidfile", str(self.pidfile), *extra)  # fmt: skip
+
+    def stop_argv(self) -> list[str]:
+        return writer_argv("stop", "--pidfile", str(self.pidfile))
+
+    def hooks(self) -> list[str]:
+        """`zflock move` options that stop the writer on the source and start it on the
+        destination, as an operator would stop and start a container."""
+        return [
+            "--pre-hook", subprocess.list2cmdline(self.stop_argv()),
+            "--post-hook", subprocess.list2cmdline(self.start_argv()),
+            "--rollback-hook", subprocess.list2cmdline(self.start_argv()),
+        ]  # fmt: skip
+
+    def start(self, node: str) -> None:
+        r = self.lab.node_run(node, *self.start_argv(create=True))
+        assert r.returncode == 0, r.stderr
+
+    def stop(self, node: str) -> None:
+        r = self.lab.node_run(node, *self.stop_argv())
+        assert r.returncode == 0, r.stderr
+
+    def acked(self) -> int:
+        return len(self.acks.read_text().split()) if self.acks.exists() else 0
+
+    def wait_acked(self, more_than: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.acked() <= more_than:
+            assert time.monotonic() < deadline, "the writer acknowledged nothing new"
+            time.sleep(0.05)
+
+    def verify_on(self, node: str) -> dict[str, object]:
+        """Every acknowledged record is in the volume's file on `node`, byte for byte."""
+        # Acknowledgements first: a record is in the file before its ack is logged,
+        # so a writer still running cannot make this read look like a loss.
+        acks = self.acks.read_bytes()
+        records = self.lab.node_run(node, "cat", self.records)
+        assert records.returncode == 0, records.stderr
+        verdict = verify_data(records.stdout.encode(), acks)
+        assert verdict.ok, verdict.summary()
+        assert verdict.acked > 0
+        return verdict.summary()
+
+
+@pytest.fixture
+def writer_dir(tmp_path: Path) -> Path:
+    # tmp_path is on the host's filesystem: both nodes' mount namespaces see it.
+    return tmp_path
+
+
+def copy_state(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
+    """role, epoch, readonly, mounted and the move marker of one copy ({} if absent)."""
+    r = lab.node_run(
+        node, "zfs", "get", "-H", "-p", "-o", "property,value",
+        "zflock:role,zflock:epoch,readonly,mounted,zflock:move,zflock:id",
+        f"tank/zflock/{volume}",
+    )  # fmt: skip
+    if r.returncode != 0:
+        return {}
+    return dict(line.split("\t", 1) for line in r.stdout.splitlines())
+
+
+def writable(state: dict[str, str]) -> bool:
+    # A zflock copy a consumer could write to: ours (zflock:id set), readonly off, mounted.
+    return (
+        state.get("zflock:id", "-") != "-"
+        and state.get("readonly") == "off"
+        and state.get("mounted") == "yes"
+    )
+
+
+@dataclass
+class Watch:
+    """Polls every node while a test runs: two writable copies at once is a failure."""
+
+    lab: AgentLab
+    volume: str
+    samples: int = 0
+    violations: list[dict[str, dict[str, str]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            states = {n: copy_state(self.lab, n, self.volume) for n in self.lab.state.nodes}
+            if sum(writable(s) for s in states.values()) > 1:
+                self.violations.append(states)
+            self.samples += 1
+
+
+@contextmanager
+def one_writable_copy(lab: AgentLab, volume: str) -> Iterator[Watch]:
+    """Invariant 1, checked during the test (not only at its end)."""
+    watch = Watch(lab, volume)
+    thread = threading.Thread(target=watch.run, daemon=True)
+    thread.start()
+    try:
+        yield watch
+    finally:
+        watch._stop.set()
+        thread.join(timeout=30)
+    assert watch.samples > 0
+    assert watch.violations == [], f"two writable copies: {watch.violations[0]}"
+
+
+def move(lab: AgentLab, volume: str, to: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return lab.cli("move", volume, "--to", to, "--json", *extra)
+
+
+def moved(lab: AgentLab, volume: str, to: str, *extra: str) -> dict[str, object]:
+    r = move(lab, volume, to, *extra)
+    assert r.returncode == 0, r.stderr
+    report: dict[str, object] = json.loads(r.stdout)
+    return report
+
+
+def start_move(lab: AgentLab, volume: str, to: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "zflock", "move", volume, "--to", to, "--json", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=lab.env,
+    )

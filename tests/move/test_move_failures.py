@@ -1,0 +1,202 @@
+"""A move that fails anywhere ends rolled back or, after a rerun, completed; never forked.
+
+Each test breaks a real move at one point: a pre-cutover hook fails, the
+destination agent dies during pre-copy, the network goes down right before
+the final delta, the source agent dies while the destination promotes. All
+of them run under `one_writable_copy` (both nodes polled throughout) and a
+writer whose acknowledged records are checked afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agentlab import AgentLab
+from tests.move.conftest import (
+    Writer,
+    copy_state,
+    move,
+    one_writable_copy,
+    start_move,
+)
+from zflock.lab import agents
+
+pytestmark = pytest.mark.lab
+
+
+def wait_until(what: str, check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def status_jobs(lab: AgentLab, volume: str) -> list[dict[str, object]]:
+    r = lab.cli("status", "--json")
+    jobs = json.loads(r.stdout)["jobs"] if r.stdout else []
+    return [j for j in jobs if j["volume"] == volume]
+
+
+def assert_source_serving(lab: AgentLab, volume: str, epoch: int = 1) -> None:
+    state = copy_state(lab, "node1", volume)
+    assert state["zflock:role"] == "primary", state
+    assert state["zflock:epoch"] == str(epoch), state
+    assert (state["readonly"], state["mounted"], state["zflock:move"]) == ("off", "yes", "-")
+
+
+def assert_not_serving(lab: AgentLab, node: str, volume: str) -> None:
+    state = copy_state(lab, node, volume)
+    if state:  # absent is fine too
+        assert state["zflock:role"] == "replica", state
+        assert state["readonly"] == "on" and state["mounted"] == "no", state
+
+
+def rerun_until_moved(lab: AgentLab, volume: str, to: str, *extra: str) -> dict[str, object]:
+    """The same command again; the far side may need a moment to notice an old cut."""
+    deadline = time.monotonic() + 90
+    while True:
+        r = move(lab, volume, to, *extra)
+        if r.returncode == 0:
+            report: dict[str, object] = json.loads(r.stdout)
+            return report
+        assert time.monotonic() < deadline and "busy" in r.stderr, r.stderr
+        time.sleep(1)
+
+
+def test_failing_pre_hook_aborts_before_anything_is_fenced(
+    agent_lab: AgentLab, writer_dir: Path
+) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "hookfail", "--on", "node1").returncode == 0
+    writer = Writer(lab, "hookfail", writer_dir)
+    rolled = writer_dir / "rollback-ran"
+    with one_writable_copy(lab, "hookfail"):
+        writer.start("node1")
+        writer.wait_acked(20)
+        r = move(
+            lab, "hookfail", "node2",
+            "--pre-hook", "sh -c 'echo container refuses to stop >&2; exit 3'",
+            "--rollback-hook", f"touch {rolled}",
+        )  # fmt: skip
+        assert r.returncode == 1
+        assert "pre_cutover hook" in r.stderr and "exited 3" in r.stderr
+        assert "container refuses to stop" in r.stderr and "nothing was fenced" in r.stderr
+        assert rolled.exists()  # the rollback hook ran (restart the consumer)
+        acked = writer.acked()
+        writer.wait_acked(acked + 10)  # the writer never stopped
+        writer.stop("node1")
+    assert_source_serving(lab, "hookfail")
+    assert_not_serving(lab, "node2", "hookfail")
+    writer.verify_on("node1")
+
+
+def test_destination_agent_killed_during_precopy(agent_lab: AgentLab) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "dkill", "--on", "node1").returncode == 0
+    lab.sh("node1", "dd if=/dev/zero of=/zflock/dkill/zero bs=1M count=200 2>/dev/null"
+           " && head -c 100000 /dev/urandom > /zflock/dkill/rand")  # fmt: skip
+    node2 = lab.state.nodes["node2"]
+    with one_writable_copy(lab, "dkill"):
+        proc = start_move(lab, "dkill", "node2")
+        wait_until(
+            "the first round to stream",
+            lambda: any(int(j["bytes"]) > 10 << 20 for j in status_jobs(lab, "dkill")
+                        if j["state"] == "running"),
+        )  # fmt: skip
+        os.kill(lab.agent_pid("node2"), signal.SIGKILL)
+        try:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 1, err
+            assert_source_serving(lab, "dkill")
+        finally:
+            agents.start(lab.state, node2)
+        report = rerun_until_moved(lab, "dkill", "node2")
+    assert report["epoch"] == 2
+    assert_not_serving(lab, "node1", "dkill")
+    assert lab.checksums("node2", "dkill") == lab.checksums("node1", "dkill")
+
+
+def test_network_cut_before_the_final_delta_rolls_back(
+    agent_lab: AgentLab, writer_dir: Path
+) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "netcut", "--on", "node1").returncode == 0
+    writer = Writer(lab, "netcut", writer_dir)
+    veth = lab.state.nodes["node2"].host_veth
+    # The last pre-cutover hook takes node2's link down (from the host's network
+    # namespace): the source is fenced next, and its final delta cannot arrive.
+    cut = f"nsenter --net=/proc/{os.getpid()}/ns/net ip link set {veth} down"
+    stop, start = (subprocess.list2cmdline(a) for a in (writer.stop_argv(), writer.start_argv()))
+    with one_writable_copy(lab, "netcut"):
+        writer.start("node1")
+        writer.wait_acked(20)
+        try:
+            r = move(lab, "netcut", "node2", "--pre-hook", stop, "--pre-hook", cut,
+                     "--rollback-hook", start, "--post-hook", start)  # fmt: skip
+            assert r.returncode == 1
+            assert "rolled back" in r.stderr, r.stderr
+            assert_source_serving(lab, "netcut")
+            acked = writer.acked()
+            writer.wait_acked(acked + 10)  # the rollback hook restarted the writer
+        finally:
+            subprocess.run(["ip", "link", "set", veth, "up"], check=True)
+        writer.verify_on("node1")
+        report = rerun_until_moved(lab, "netcut", "node2", *writer.hooks())
+        assert report["epoch"] == 2
+        writer.wait_acked(writer.acked() + 10)
+        writer.stop("node2")
+    writer.verify_on("node2")
+    assert_not_serving(lab, "node1", "netcut")
+
+
+def test_source_agent_killed_while_the_destination_promotes(
+    agent_lab: AgentLab, writer_dir: Path
+) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "skill", "--on", "node1").returncode == 0
+    writer = Writer(lab, "skill", writer_dir)
+    node1 = lab.state.nodes["node1"]
+    stop, start = (subprocess.list2cmdline(a) for a in (writer.stop_argv(), writer.start_argv()))
+    with one_writable_copy(lab, "skill"):
+        writer.start("node1")
+        writer.wait_acked(20)
+        # A slow post-cutover hook keeps the destination promoting for a while.
+        proc = start_move(lab, "skill", "node2", "--pre-hook", stop,
+                          "--post-hook", "sleep 3", "--post-hook", start)  # fmt: skip
+        wait_until(
+            "node1 to mark the move as promoting",
+            lambda: copy_state(lab, "node1", "skill").get("zflock:move", "-")
+            .startswith("promoting/"),
+        )  # fmt: skip
+        os.kill(lab.agent_pid("node1"), signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 1  # the CLI lost its agent
+        # Still fenced: the source cannot know yet whether node2 promoted.
+        state = copy_state(lab, "node1", "skill")
+        assert state["readonly"] == "on" and state["zflock:move"].startswith("promoting/")
+        wait_until("node2 to finish promoting", lambda: copy_state(lab, "node2", "skill")
+                   .get("mounted") == "yes")  # fmt: skip
+        # The restarted agent asks node2, learns it promoted, and demotes node1.
+        agents.start(lab.state, node1)
+        wait_until("node1's recovery", lambda: copy_state(lab, "node1", "skill")
+                   .get("zflock:move") == "-")  # fmt: skip
+        writer.wait_acked(writer.acked() + 10)
+        writer.stop("node2")
+    assert_not_serving(lab, "node1", "skill")
+    state = copy_state(lab, "node2", "skill")
+    assert (state["zflock:role"], state["zflock:epoch"], state["readonly"]) == (
+        "primary", "2", "off",
+    )  # fmt: skip
+    writer.verify_on("node2")
+    # Running the same command again says it is done, and changes nothing.
+    r = move(lab, "skill", "node2")
+    assert r.returncode == 1 and "already on node2" in r.stderr
+    ls = json.loads(lab.cli("ls", "skill", "--json").stdout)["volumes"][0]
+    assert ls["primary"] == "node2" and ls["problems"] == []
