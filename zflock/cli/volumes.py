@@ -66,6 +66,16 @@ def _age(copy: m.VolumeInfo, now: float) -> str:
     return format_age(now - t) if t else "none"
 
 
+def _where(copy: m.VolumeInfo) -> str:
+    """The mountpoint, and whether a move has fenced the copy (docs/move.md)."""
+    where = copy.mountpoint + ("" if copy.mounted else " (unmounted)")
+    if copy.move:
+        phase, _, rest = copy.move.partition("/")
+        destination = rest.split("/")[1] if rest.count("/") >= 2 else "?"
+        where += f" ({phase} for a move to {destination})"
+    return where
+
+
 def _unreachable(failed: list[NodeResult]) -> list[dict[str, str]]:
     return [{"node": r.node, "error": str(r.error)} for r in failed]
 
@@ -91,7 +101,8 @@ def ls_command(
     strings), copies: one per node with name, node, id, role ("primary" or
     "replica"), epoch, origin, mountpoint, mounted, readonly, used,
     referenced, quota (bytes or null), snapshots (count), latest_snapshot,
-    latest_snapshot_time (unix s), latest_snapshot_age_s.
+    latest_snapshot_time (unix s), latest_snapshot_age_s, move (the
+    zflock:move marker of a cutover in progress, or null: docs/move.md).
     """
     names = [validate_volume(v) for v in volumes]
     c = load_cluster(cluster, identity, timeout)
@@ -114,7 +125,7 @@ def ls_command(
                 v.primary or "?",
                 str(v.epoch),
                 format_bytes(p.used) if p else "-",
-                (p.mountpoint + ("" if p.mounted else " (unmounted)")) if p else "-",
+                _where(p) if p else "-",
                 replicas or "-",
                 _age(p, now) if p else "-",
             )
