@@ -284,9 +284,11 @@ class Moves:
             move = Move(spec, source, destination, replicate_once, emit)
             try:
                 result = await move.run()
-            finally:
-                if move.marker is not None and move.result.demotion_pending:
-                    self.spawn_recovery(name)
+            except MoveInDoubt:
+                self.spawn_recovery(name)  # keeps asking until the destination answers
+                raise
+            if result.demotion_pending:
+                self.spawn_recovery(name)
         rounds = [m.RoundReport(r.number, r.kind, r.bytes, r.seconds) for r in result.rounds]
         final = result.final
         return m.MoveReport(

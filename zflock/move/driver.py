@@ -194,7 +194,7 @@ class Move:
         t = time.monotonic()
         try:
             promotion = await self.destination.promote(request)
-        except ZflockError as exc:
+        except Exception as exc:
             # Did it promote before the answer was lost? Only the destination knows.
             outcome_of_promote = await self._settle()
             if outcome_of_promote.action == ROLL_BACK:
