@@ -200,3 +200,36 @@ def test_source_agent_killed_while_the_destination_promotes(
     assert r.returncode == 1 and "already on node2" in r.stderr
     ls = json.loads(lab.cli("ls", "skill", "--json").stdout)["volumes"][0]
     assert ls["primary"] == "node2" and ls["problems"] == []
+
+
+def test_destination_agent_killed_while_promoting_is_settled(
+    agent_lab: AgentLab, writer_dir: Path
+) -> None:
+    lab = agent_lab
+    assert lab.cli("create", "dsettle", "--on", "node1").returncode == 0
+    writer = Writer(lab, "dsettle", writer_dir)
+    node2 = lab.state.nodes["node2"]
+    stop = subprocess.list2cmdline(writer.stop_argv())
+    with one_writable_copy(lab, "dsettle"):
+        writer.start("node1")
+        writer.wait_acked(20)
+        proc = start_move(lab, "dsettle", "node2", "--pre-hook", stop, "--post-hook", "sleep 5")
+        wait_until(
+            "node2 to promote itself",
+            lambda: copy_state(lab, "node2", "dsettle").get("zflock:role") == "primary",
+        )
+        # The destination dies before answering: the source cannot tell from the lost
+        # answer whether it promoted, so it stays fenced and asks again (resolve_move).
+        os.kill(lab.agent_pid("node2"), signal.SIGKILL)
+        state = copy_state(lab, "node1", "dsettle")
+        assert state["readonly"] == "on" and state["zflock:move"].startswith("promoting/")
+        agents.start(lab.state, node2)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err  # moved, but the post-hook's outcome is unknown
+    report = json.loads(out)
+    assert report["result"] == "moved" and report["epoch"] == 2
+    assert any("post-cutover hooks' outcome unknown" in w for w in report["warnings"])
+    assert_not_serving(lab, "node1", "dsettle")
+    state = copy_state(lab, "node2", "dsettle")
+    assert (state["zflock:role"], state["readonly"], state["mounted"]) == ("primary", "off", "yes")
+    writer.verify_on("node2")  # the writer was stopped by the pre-hook: every ack is there
