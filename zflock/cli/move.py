@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.progress import Progress
 
 from zflock.cli.app import app
@@ -33,11 +34,13 @@ def parse_hook(text: str, flag: str) -> list[str]:
 
 
 class MoveDisplay(StepBars):
-    """Progress bars for each stream, and one line per round and cutover step."""
+    """Progress bars for each stream (on a terminal), and one line per round and cutover step
+    (always, unless --json), so a log of the command shows how the move went."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, out: Console | None) -> None:
         super().__init__(progress)
-        self.out = progress.console if progress is not None else None
+        self.out = progress.console if progress is not None else out
+        self.previous: int | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("kind")
@@ -46,10 +49,17 @@ class MoveDisplay(StepBars):
         elif self.out is None:
             return
         elif kind == "round":
+            done = int(event.get("bytes") or 0)
+            seconds = float(event.get("seconds") or 0)
+            rate = f"{format_bytes(done / seconds)}/s" if seconds > 0 else "-"
+            trend = ""
+            if self.previous:
+                trend = f"{(done - self.previous) / self.previous:+.0%}"
+            self.previous = done
             self.out.print(
                 f"pre-copy  round {event.get('round')}  {event.get('type'):<11} "
-                f"{format_bytes(event.get('bytes')):>10}  {float(event.get('seconds', 0)):6.2f} s"
-                f"   {event.get('decision')}: {event.get('reason')}",
+                f"{format_bytes(done):>10} in {seconds:5.2f} s {rate:>12} {trend:>6}   "
+                f"{event.get('decision')}: {event.get('reason')}",
                 markup=False,
                 soft_wrap=True,
             )
@@ -234,9 +244,9 @@ def move_command(
     progress = None if json_out else _progress()
     if progress is not None:
         with progress:
-            report = run(go(MoveDisplay(progress)))
+            report = run(go(MoveDisplay(progress, None)))
     else:
-        report = run(go(MoveDisplay(None)))
+        report = run(go(MoveDisplay(None, None if json_out else err_console)))
     hook_failed = any("hook" in w for w in report.warnings)
     if json_out:
         print_json(report_json(report))

@@ -140,6 +140,8 @@ def decide(rounds: Sequence[Round], limits: Limits) -> Decision:
             predicted_s,
             predicted_bytes,
         )
+    if first_only:
+        return Decision(CONTINUE, "after a full send, one more round measures the write rate")
     return Decision(
         CONTINUE,
         f"final delta ~{predicted_s:.2f} s would exceed half the budget",
