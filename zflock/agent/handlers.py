@@ -31,20 +31,20 @@ from zflock.replication.model import PlanOptions, SnapRef, Source
 from zflock.replication.plan import plan_replication
 from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
 from zflock.rpc import messages as m
-from zflock.rpc.client import AgentClient
+from zflock.rpc.client import WINDOW, AgentClient
 from zflock.rpc.framing import PROTOCOL_VERSION
 from zflock.rpc.replica import RemoteReceiver
 from zflock.zfs import Zfs, validate_component
 
 log = logging.getLogger("zflock.agent")
-# Reads must take at least the SSH channel's window (asyncssh: 2 MiB) at a time.
+# Reads must take at least the SSH channel's window at a time.
 # asyncssh 2.24 grants the sender a whole new window whenever it hands the
 # reader a packet from its paused backlog, without counting that backlog; a
 # reader that takes less than a window per read lets the backlog grow by up
 # to a window per read (measured: 70 MiB held, RSS 370 MB, for a 1 GiB
-# stream with 256 KiB reads). Draining the whole buffer each time keeps the
-# backlog under a window.
-CHUNK = 4 << 20
+# stream with 256 KiB reads and a 2 MiB window). Draining the whole buffer
+# each time keeps the backlog under a window (docs/design.md, "Memory").
+CHUNK = 2 * WINDOW
 
 
 @dataclass

@@ -30,7 +30,13 @@ from zflock.agent.notify import sd_notify
 from zflock.cluster.config import AgentConfig
 from zflock.errors import UsageError, ZflockError
 from zflock.rpc import codec
-from zflock.rpc.client import CIPHERS, KEEPALIVE_COUNT, KEEPALIVE_INTERVAL
+from zflock.rpc.client import (
+    CIPHERS,
+    KEEPALIVE_COUNT,
+    KEEPALIVE_INTERVAL,
+    MAX_PACKET,
+    WINDOW,
+)
 from zflock.rpc.errors import ProtocolError
 from zflock.rpc.framing import PROTOCOL_VERSION, SUBSYSTEM, read_message, write_message
 from zflock.rpc.messages import OPERATIONS
@@ -156,6 +162,8 @@ class Agent:
                 encryption_algs=list(CIPHERS),
                 keepalive_interval=KEEPALIVE_INTERVAL,
                 keepalive_count_max=KEEPALIVE_COUNT,
+                window=WINDOW,
+                max_pktsize=MAX_PACKET,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

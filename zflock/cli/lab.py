@@ -135,9 +135,14 @@ def _print_usage(state: Any) -> None:
 @lab_group.command("demo")
 @name_option
 def demo_command(name: str) -> None:
-    """Bring a 3-node lab up (if needed) and replicate a volume with data, step by step.
+    """Bring a 3-node lab up (if needed) and move a volume under a live writer.
 
-    Every step is an ordinary zflock command, printed before it runs.
+    Creates `web` on node1 with data, starts a writer that appends fsynced,
+    numbered records to it, keeps a replica on node2, then moves `web` to
+    node2 with hooks that stop the writer on node1 and start it on node2,
+    prints the downtime and checks that every acknowledged write arrived.
+    Run it again to move the volume back. Every step is an ordinary zflock
+    command, printed before it runs; the lab stays up afterwards.
     """
     from zflock.lab import up
     from zflock.lab.demo import run_demo

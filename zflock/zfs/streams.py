@@ -23,6 +23,7 @@ from zflock.zfs.runner import Runner, close_transport, kill_and_reap
 
 STDERR_KEEP = 64 * 1024
 DEFAULT_CHUNK = 1 << 20
+WRITE_SLICE = 1 << 20
 
 Preflight = Callable[[], Awaitable[None]]
 
@@ -218,8 +219,12 @@ class ReceiveStream(_Stream):
         stdin = self.process.stdin
         assert stdin is not None
         try:
-            stdin.write(data)
-            await stdin.drain()
+            # In slices: the pipe transport copies what the pipe cannot take at
+            # once, so a large chunk written whole would be held twice.
+            view = memoryview(data)
+            for start in range(0, len(view), WRITE_SLICE):
+                stdin.write(view[start : start + WRITE_SLICE])
+                await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             # The receive died mid-stream: its stderr says why.
             await self._wait_checked()
