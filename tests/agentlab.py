@@ -46,6 +46,12 @@ class AgentLab:
             timeout=60,
         )
 
+    def ds(self, node: str, volume: str = "") -> str:
+        """The dataset of `volume` on `node` (its pool root without a volume): `tank/zflock/...`
+        on zfs-fuse, `zl<lab>n<i>/zflock/...` on kernel ZFS, where pools are machine-wide."""
+        root = self.state.nodes[node].pool_root
+        return f"{root}/{volume}" if volume else root
+
     def zfs_state(self) -> dict[str, str]:
         """Every dataset and snapshot with its zflock properties, per node: to prove no change."""
         out = {}
@@ -53,7 +59,7 @@ class AgentLab:
             r = self.node_run(
                 node, "zfs", "get", "-H", "-r", "-o", "name,property,value",
                 "type,zflock:volume,zflock:id,zflock:epoch,zflock:role,readonly,mounted,quota",
-                "tank",
+                self.state.nodes[node].pool,
             )  # fmt: skip
             assert r.returncode == 0, r.stderr
             out[node] = r.stdout
@@ -69,7 +75,7 @@ class AgentLab:
 
     def checksums(self, node: str, volume: str) -> dict[str, str]:
         """sha256 of every file of the volume's copy on `node` (a replica is mounted briefly)."""
-        dataset = f"tank/zflock/{volume}"
+        dataset = self.ds(node, volume)
         mounted = self.zget(node, dataset, "mounted")["mounted"] == "yes"
         if not mounted:
             self.sh(node, f"zfs mount {dataset}")
@@ -98,7 +104,7 @@ class AgentLab:
         return [int(self.zget(node, n, "guid")["guid"]) for n in names]
 
     def datasets(self, node: str) -> list[str]:
-        r = self.node_run(node, "zfs", "list", "-H", "-o", "name", "-r", "tank/zflock")
+        r = self.node_run(node, "zfs", "list", "-H", "-o", "name", "-r", self.ds(node))
         return r.stdout.split()
 
     def agent_pid(self, node: str) -> int:

@@ -102,7 +102,7 @@ def copy_state(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
     r = lab.node_run(
         node, "zfs", "get", "-H", "-p", "-o", "property,value",
         "zflock:role,zflock:epoch,readonly,mounted,zflock:move,zflock:id",
-        f"tank/zflock/{volume}",
+        lab.ds(node, volume),
     )  # fmt: skip
     if r.returncode != 0:
         return {}

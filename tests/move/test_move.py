@@ -112,7 +112,7 @@ def test_dry_run_changes_nothing_and_destroy_source(agent_lab: AgentLab) -> None
     assert lab.zfs_state() == before
     report = moved(lab, "dry", "node2", "--destroy-source")
     assert report["epoch"] == 2
-    assert "tank/zflock/dry" not in lab.datasets("node1")
+    assert lab.ds("node1", "dry") not in lab.datasets("node1")
     assert_primary(lab, "dry", "node2", 2)
 
 
@@ -177,7 +177,7 @@ def test_diverged_destination_is_refused(agent_lab: AgentLab) -> None:
     create_with_data(lab, "div", mib=1)
     assert lab.cli("replicate", "div", "--to", "node2").returncode == 0
     # An operator snapshot on the replica: the destination has history the source lacks.
-    lab.sh("node2", "zfs snapshot tank/zflock/div@operator")
+    lab.sh("node2", f"zfs snapshot {lab.ds('node2', 'div')}@operator")
     before = lab.zfs_state()
     r = move(lab, "div", "node2")
     assert r.returncode == 1
@@ -194,7 +194,7 @@ def test_not_enough_space_on_the_destination(agent_lab: AgentLab) -> None:
     # Space shows in `referenced` once ZFS has synced the transaction group.
     for node, volume, mib in (("node2", "ballast", 700), ("node1", "fat", 300)):
         deadline = time.monotonic() + 60
-        dataset = f"tank/zflock/{volume}"
+        dataset = lab.ds(node, volume)
         while int(lab.zget(node, dataset, "referenced")["referenced"]) < mib << 20:
             assert time.monotonic() < deadline, f"{dataset} never showed its {mib} MiB"
             time.sleep(0.5)

@@ -100,7 +100,7 @@ def test_failing_pre_hook_aborts_before_anything_is_fenced(
 def test_destination_agent_killed_during_precopy(agent_lab: AgentLab) -> None:
     lab = agent_lab
     assert lab.cli("create", "dkill", "--on", "node1").returncode == 0
-    lab.sh("node1", "dd if=/dev/zero of=/zflock/dkill/zero bs=1M count=200 2>/dev/null"
+    lab.sh("node1", "dd if=/dev/zero of=/zflock/dkill/zero bs=1M count=600 2>/dev/null"
            " && head -c 100000 /dev/urandom > /zflock/dkill/rand")  # fmt: skip
     node2 = lab.state.nodes["node2"]
     with one_writable_copy(lab, "dkill"):

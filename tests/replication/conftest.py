@@ -11,5 +11,5 @@ from tests.agentlab import AgentLab, agent_lab_session
 
 @pytest.fixture(scope="module")
 def agent_lab() -> Iterator[AgentLab]:
-    with agent_lab_session(nodes=3, pool_size=2 << 30) as lab:
+    with agent_lab_session(nodes=3, pool_size=3 << 30) as lab:
         yield lab

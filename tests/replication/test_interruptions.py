@@ -33,8 +33,10 @@ pytestmark = pytest.mark.lab
 STREAM_MIB = 200
 # Volumes are left in place, not destroyed after each test: zfs-fuse leaks a
 # hold on a snapshot whose send was interrupted, which keeps it "busy" until
-# the daemon restarts (OpenZFS has no such leak). The lab's 2 GiB pools have
-# room for all of them.
+# the daemon restarts (OpenZFS has no such leak). The lab's 3 GiB pools
+# (sparse) have room for all of them. Streams that must be cut mid-way are
+# 600 MiB: a lab agent sends about 170 MB/s, and the test needs a few
+# tenths of a second to see the stream flowing and cut it.
 
 
 def jobs_of(lab: AgentLab, node: str, volume: str) -> list[m.JobInfo]:
@@ -113,9 +115,9 @@ def rerun_until_done(lab: AgentLab, volume: str, to: str, timeout: float = 90) -
 
 
 def assert_complete_and_clean(lab: AgentLab, volume: str, to: str) -> None:
-    dataset = f"tank/zflock/{volume}"
+    dataset = lab.ds(to, volume)
     assert lab.checksums(to, volume) == lab.checksums("node1", volume)
-    assert lab.snapshot_guids(to, dataset) == lab.snapshot_guids("node1", dataset)
+    assert lab.snapshot_guids(to, dataset) == lab.snapshot_guids("node1", lab.ds("node1", volume))
     # No partial datasets beside the replica (zfs-fuse names them %recv and the like).
     extra = [d for d in lab.datasets(to) if volume in d and d != dataset]
     assert extra == []
@@ -142,8 +144,8 @@ def test_send_process_killed_during_full_and_incremental(agent_lab: AgentLab) ->
         job = wait_failed(lab, "cut1")
         assert job.error, job
         # The destination holds no half-received snapshot.
-        for guid in lab.snapshot_guids("node2", "tank/zflock/cut1"):
-            assert guid in lab.snapshot_guids("node1", "tank/zflock/cut1")
+        for guid in lab.snapshot_guids("node2", lab.ds("node2", "cut1")):
+            assert guid in lab.snapshot_guids("node1", lab.ds("node1", "cut1"))
         # On zfs-fuse the stream is written by the daemon, not by the killed
         # `zfs send` client, so it may have landed whole: the job still reports
         # the failure, and the rerun finds whatever is there and completes.
@@ -158,7 +160,7 @@ def test_network_cut_during_incremental(agent_lab: AgentLab) -> None:
     assert lab.cli("create", "cut2", "--on", "node1").returncode == 0
     lab.sh("node1", "echo base > /zflock/cut2/base")
     assert lab.cli("replicate", "cut2", "--to", "node3").returncode == 0
-    fill(lab, "cut2", STREAM_MIB, "a")
+    fill(lab, "cut2", 3 * STREAM_MIB, "a")  # long enough to be cut mid-stream
     veth = lab.state.nodes["node3"].host_veth
     proc = start_replicate(lab, "cut2", "node3")
     wait_streaming(lab, "cut2")
@@ -178,7 +180,8 @@ def test_network_cut_during_incremental(agent_lab: AgentLab) -> None:
 def test_destination_agent_killed_during_full(agent_lab: AgentLab) -> None:
     lab = agent_lab
     assert lab.cli("create", "cut3", "--on", "node1").returncode == 0
-    fill(lab, "cut3", STREAM_MIB, "a")
+    # Large enough that the kill lands mid-stream however fast the lab is.
+    fill(lab, "cut3", 3 * STREAM_MIB, "a")
     proc = start_replicate(lab, "cut3", "node2")
     wait_streaming(lab, "cut3")
     node2 = lab.state.nodes["node2"]
@@ -188,7 +191,7 @@ def test_destination_agent_killed_during_full(agent_lab: AgentLab) -> None:
         proc.communicate(timeout=120)
         assert proc.returncode == 1
         # Stopped mid-stream: the full receive left no dataset behind.
-        assert "tank/zflock/cut3" not in lab.datasets("node2")
+        assert lab.ds("node2", "cut3") not in lab.datasets("node2")
     finally:
         agents.start(lab.state, node2)
     rerun_until_done(lab, "cut3", "node2")

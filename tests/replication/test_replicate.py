@@ -47,8 +47,7 @@ def test_full_then_incremental_then_no_change(agent_lab: AgentLab) -> None:
     assert [s["kind"] for s in first["steps"]] == ["full"]
     assert first["bytes"] > 3_000_000
     assert lab.checksums("node2", "web") == lab.checksums("node1", "web")
-    props = lab.zget(
-        "node2", "tank/zflock/web",
+    props = lab.zget("node2", lab.ds("node2", "web"),
         "zflock:role", "zflock:epoch", "zflock:id", "readonly", "mounted", "canmount",
     )  # fmt: skip
     assert props["zflock:role"] == "replica"
@@ -56,7 +55,7 @@ def test_full_then_incremental_then_no_change(agent_lab: AgentLab) -> None:
     assert props["mounted"] == "no"
     assert props["canmount"] == "noauto"
     assert props["zflock:epoch"] == "1"
-    assert props["zflock:id"] == lab.zget("node1", "tank/zflock/web", "zflock:id")["zflock:id"]
+    assert props["zflock:id"] == lab.zget("node1", lab.ds("node1", "web"), "zflock:id")["zflock:id"]
 
     lab.sh("node1", "cd /zflock/web && rm a.bin && echo more >> d/e/h.txt && echo new > c.txt")
     second = replicate(lab, "web", "node2")
@@ -71,8 +70,8 @@ def test_full_then_incremental_then_no_change(agent_lab: AgentLab) -> None:
     assert third["bytes"] < 100_000
     assert lab.checksums("node2", "web") == after
     # The replica holds exactly the source's snapshots, matched by GUID.
-    assert lab.snapshot_guids("node2", "tank/zflock/web") == lab.snapshot_guids(
-        "node1", "tank/zflock/web"
+    assert lab.snapshot_guids("node2", lab.ds("node2", "web")) == lab.snapshot_guids(
+        "node1", lab.ds("node1", "web")
     )
 
     ls = json.loads(lab.cli("ls", "web", "--json").stdout)
@@ -131,7 +130,7 @@ def test_destination_not_ours(agent_lab: AgentLab) -> None:
     assert lab.cli("create", "alien", "--on", "node1").returncode == 0
     lab.sh("node1", "echo data > /zflock/alien/f")
     # An operator's own dataset where the replica would go.
-    lab.sh("node3", "zfs create tank/zflock/alien && echo theirs > /zflock/alien/mine")
+    lab.sh("node3", f"zfs create {lab.ds('node3', 'alien')} && echo theirs > /zflock/alien/mine")
     refused(lab, "alien", "node3", "not a zflock", "alien")
     assert lab.sh("node3", "cat /zflock/alien/mine") == "theirs\n"
 
@@ -141,20 +140,22 @@ def test_diverged_then_force_rollback(agent_lab: AgentLab) -> None:
     assert lab.cli("create", "div", "--on", "node1").returncode == 0
     lab.sh("node1", "echo one > /zflock/div/f")
     replicate(lab, "div", "node2")
-    lab.sh("node2", "zfs snapshot tank/zflock/div@operator")
+    lab.sh("node2", f"zfs snapshot {lab.ds('node2', 'div')}@operator")
     refused(lab, "div", "node2", "@operator", "--force-rollback")
     out = replicate(lab, "div", "node2", "--force-rollback")
     assert out["steps"]
-    guids = lab.snapshot_guids("node2", "tank/zflock/div")
-    assert guids == lab.snapshot_guids("node1", "tank/zflock/div")
-    assert lab.node_run("node2", "zfs", "list", "tank/zflock/div@operator").returncode != 0
+    guids = lab.snapshot_guids("node2", lab.ds("node2", "div"))
+    assert guids == lab.snapshot_guids("node1", lab.ds("node1", "div"))
+    assert (
+        lab.node_run("node2", "zfs", "list", f"{lab.ds('node2', 'div')}@operator").returncode != 0
+    )
 
 
 def test_epoch_newer_on_destination(agent_lab: AgentLab) -> None:
     lab = agent_lab
     assert lab.cli("create", "ep", "--on", "node1").returncode == 0
     replicate(lab, "ep", "node3")
-    lab.sh("node3", "zfs set zflock:epoch=9 tank/zflock/ep")
+    lab.sh("node3", f"zfs set zflock:epoch=9 {lab.ds('node3', 'ep')}")
     # The CLI already sees that node1 is no longer the newest primary...
     refused(lab, "ep", "node3", "stale primary", "node1")
     # ...and node1's agent refuses by itself when asked directly.
@@ -162,7 +163,7 @@ def test_epoch_newer_on_destination(agent_lab: AgentLab) -> None:
     with pytest.raises(RemoteError, match="epoch 9"):
         asyncio.run(call_agent(lab, "node1", "replicate", m.Replicate(name="ep", to="node3")))
     assert lab.zfs_state() == before
-    lab.sh("node3", "zfs set zflock:epoch=1 tank/zflock/ep")
+    lab.sh("node3", f"zfs set zflock:epoch=1 {lab.ds('node3', 'ep')}")
     replicate(lab, "ep", "node3")
 
 
@@ -173,7 +174,7 @@ def test_no_common_snapshot(agent_lab: AgentLab) -> None:
     # The primary loses every snapshot the replica has (an operator pruned by hand).
     lab.sh(
         "node1",
-        "for s in $(zfs list -H -t snapshot -o name -r tank/zflock/nc); do zfs destroy $s; done"
-        " && zfs snapshot tank/zflock/nc@manual",
+        f"for s in $(zfs list -H -t snapshot -o name -r {lab.ds('node1', 'nc')}); "
+        f"do zfs destroy $s; done && zfs snapshot {lab.ds('node1', 'nc')}@manual",
     )
     refused(lab, "nc", "node2", "shares no snapshot", "destroy it")
