@@ -225,11 +225,20 @@ def test_destination_agent_killed_while_promoting_is_settled(
         assert state["readonly"] == "on" and state["zflock:move"].startswith("promoting/")
         agents.start(lab.state, node2)
         out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, err  # moved, but the post-hook's outcome is unknown
-    report = json.loads(out)
-    assert report["result"] == "moved" and report["epoch"] == 2
-    assert any("post-cutover hooks' outcome unknown" in w for w in report["warnings"])
+        assert proc.returncode == 1, err
+        if out:
+            # Settled within the move: moved, but the post-hook's outcome is unknown.
+            report = json.loads(out)
+            assert report["result"] == "moved" and report["epoch"] == 2
+            assert any("post-cutover hooks' outcome unknown" in w for w in report["warnings"])
+        else:
+            # Settling took longer than the move waits (a loaded machine): the move
+            # said so, and the source agent settles it in the background.
+            assert "run the same `zflock move` again" in err, err
+            wait_until("node1's background recovery", lambda: copy_state(lab, "node1", "dsettle")
+                       .get("zflock:move") == "-", timeout=120)  # fmt: skip
     assert_not_serving(lab, "node1", "dsettle")
     state = copy_state(lab, "node2", "dsettle")
-    assert (state["zflock:role"], state["readonly"], state["mounted"]) == ("primary", "off", "yes")
+    assert (state["zflock:role"], state["zflock:epoch"]) == ("primary", "2")
+    assert (state["readonly"], state["mounted"]) == ("off", "yes")
     writer.verify_on("node2")  # the writer was stopped by the pre-hook: every ack is there

@@ -284,8 +284,11 @@ class Moves:
             move = Move(spec, source, destination, replicate_once, emit)
             try:
                 result = await move.run()
-            except MoveInDoubt:
-                self.spawn_recovery(name)  # keeps asking until the destination answers
+            except Exception:
+                # Whatever failed, a marker left on the source means a cutover that
+                # is not settled: keep at it in the background (docs/move.md).
+                if await self.marker(name) is not None:
+                    self.spawn_recovery(name)
                 raise
             if result.demotion_pending:
                 self.spawn_recovery(name)

@@ -36,7 +36,6 @@ from zflock.move.endpoint import (
     PromoteRequest,
     Promotion,
     SourceSide,
-    Unreachable,
 )
 from zflock.move.marker import FENCED, PROMOTING, Marker
 from zflock.move.recovery import (
@@ -221,15 +220,20 @@ class Move:
         """Ask the destination (retrying while unreachable) to settle this move."""
         answer = UNREACHABLE
         try:
+            # Any failure is retried: a destination agent that just restarted, or a
+            # ZFS command that was busy for a moment, answers on a later try.
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(Unreachable),
+                retry=retry_if_exception_type(ZflockError),
                 wait=wait_exponential(multiplier=0.5, max=5),
                 stop=stop_after_delay(RESOLVE_SECONDS),
                 reraise=True,
             ):
                 with attempt:
                     answer = await self.destination.resolve(self.spec.move_id)
-        except Unreachable:
+        except ZflockError as exc:
+            # Not knowing is never a reason to unfence: the source stays read-only.
+            log.error("cannot settle move %s with %s: %s", self.spec.move_id,
+                      self.spec.destination, exc, extra={"volume": self.spec.volume})  # fmt: skip
             answer = UNREACHABLE
         return recover(self.marker, "primary", answer)
 
@@ -283,7 +287,9 @@ async def recover_move(
         if destination is not None:
             try:
                 answer = await destination.resolve(marker.move_id)
-            except Unreachable:
+            except ZflockError as exc:
+                log.warning("cannot settle move %s with %s yet: %s", marker.move_id,
+                            marker.destination, exc)  # fmt: skip
                 answer = UNREACHABLE
         decision = recover(marker, role, answer)
     if decision.action == ROLL_BACK:
