@@ -197,7 +197,7 @@ class ZfsReceiver:
         await self._check(source, may_be_absent=False)
         if cleanup.abort_partial_receive:
             log.warning("%s: discarding a partial receive", self.dataset)
-            await self.zfs.abort_receive(self.dataset)
+            await self.zfs.abort_resumable_receive(self.dataset)
         if cleanup.recreate:
             if await self.zfs.list_snapshots(self.dataset):
                 raise ReceiveRefused(
