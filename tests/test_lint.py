@@ -1,5 +1,6 @@
-"""ruff is part of the test suite, so the one test command also checks style and the
-never-a-shell rules (S602/S604/S605) that the project relies on."""
+"""ruff and mypy are part of the test suite, so the one test command also checks style,
+the never-a-shell rules (S602/S604/S605) that the project relies on, and the
+type hints (a call to a method that does not exist fails here, not in production)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ def test_ruff_check() -> None:
 def test_ruff_format() -> None:
     done = subprocess.run(
         [*ruff(), "format", "--check", *[p for p in PATHS if (ROOT / p).exists()]],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy() -> None:
+    exe = shutil.which("mypy", path=str(Path(sys.executable).parent)) or shutil.which("mypy")
+    if exe is None:
+        pytest.fail("mypy is not installed (pip install -e '.[test]')")
+    done = subprocess.run(
+        [exe, "--config-file", str(ROOT / "pyproject.toml")],
         cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

@@ -78,7 +78,7 @@ def load_keys(config: AgentConfig) -> LoadedKeys:
 
 def _await_chain(obj: object) -> list[str]:
     """Follow a coroutine's awaits down to what it waits on (get_stack shows one frame)."""
-    chain = []
+    chain: list[str] = []
     while obj is not None and len(chain) < 50:
         frame = getattr(obj, "cr_frame", None) or getattr(obj, "ag_frame", None)
         code = getattr(obj, "cr_code", None) or getattr(obj, "ag_code", None)
@@ -222,13 +222,13 @@ class Agent:
             await self._reply_error(process, ZflockError("agent is shutting down"))
             process.exit(1)
             return
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         self.handlers.running += 1
         try:
             await self._serve(process)
         finally:
             self.handlers.running -= 1
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
     async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         peer = process.get_extra_info("peername", ("?", 0))[0]
@@ -249,7 +249,7 @@ class Agent:
             if op not in self._ops:
                 raise ProtocolError(f"unknown operation {op!r}")
             arg_type, _ = OPERATIONS[op]
-            args = codec.decode(arg_type, message.get("args", {}), f"{op} arguments")
+            args: object = codec.decode(arg_type, message.get("args", {}), f"{op} arguments")
 
             async def send_event(event: dict[str, object]) -> None:
                 await write_message(process.stdout, {"event": event})

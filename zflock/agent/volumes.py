@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from zflock.cluster.config import AgentConfig
@@ -108,7 +109,8 @@ class Volumes:
             raise VolumeNotFound(f"volume {name} not found on node {self.config.node}")
         return found[0]
 
-    def _info(self, ds: Dataset, o: Ownership, snaps: list[Dataset]) -> VolumeInfo:
+    # Sequence, not list: inside this class `list` is the method above.
+    def _info(self, ds: Dataset, o: Ownership, snaps: Sequence[Dataset]) -> VolumeInfo:
         p = ds.properties
         latest = snaps[-1] if snaps else None
         return VolumeInfo(

@@ -136,18 +136,19 @@ def _kill_node_members(node: NodeState, errors: list[str]) -> None:
     Runs before the pool export, which open files or working directories
     of these processes would make fail with "busy".
     """
-    nets = []
+    nets: list[int] = []
     if node.net_ns_inode is not None and node.net_ns_inode == procs.namespace_inode(
         net.NETNS_DIR / node.netns
     ):
         nets.append(node.net_ns_inode)
-    mnts = []
+    mnts: list[int] = []
     zfs_fuse = node.processes.get(node.namespace_role)
     spare = set()
     if zfs_fuse is not None and procs.is_running(zfs_fuse):
         spare.add(zfs_fuse.pid)
-        if node.mnt_ns_inode == procs.namespace_inode(f"/proc/{zfs_fuse.pid}/ns/mnt"):
-            mnts.append(node.mnt_ns_inode)
+        inode = node.mnt_ns_inode
+        if inode is not None and inode == procs.namespace_inode(f"/proc/{zfs_fuse.pid}/ns/mnt"):
+            mnts.append(inode)
     if not nets and not mnts:
         return
     procs.kill_namespace_members(net=nets, mnt=mnts, spare=spare)

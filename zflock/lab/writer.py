@@ -303,7 +303,7 @@ def run(
         except (OSError, CorruptRecord) as exc:
             errors += 1
             kind = (
-                errno.errorcode.get(exc.errno, str(exc.errno))
+                errno.errorcode.get(exc.errno or 0, str(exc.errno))
                 if isinstance(exc, OSError)
                 else "corrupt"
             )

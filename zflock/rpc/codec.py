@@ -84,7 +84,7 @@ def _decode_value(tp: Any, value: Any, where: str) -> Any:
         return {str(k): _decode_value(vt, v, f"{where}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return decode(tp, value, where)
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
