@@ -239,6 +239,13 @@ def _destroy_tree(node: ZfsNode, name: str) -> None:
         done = node.run("zfs", "destroy", "-r", "-f", name)
         if done.returncode == 0 or "does not exist" in done.stderr:
             return
+        if "held" in done.stderr:
+            # A failed test left user holds (OpenZFS): release them, then retry.
+            snaps = node.run("zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", name)
+            holds = node.run("zfs", "holds", "-H", *snaps.stdout.split())
+            for line in holds.stdout.splitlines():
+                snapshot, tag = line.split("\t")[:2]
+                node.run("zfs", "release", tag, snapshot)
         if time.monotonic() > deadline:
             raise AssertionError(f"could not clean up {name}: {done.stderr.strip()}")
         time.sleep(0.2)

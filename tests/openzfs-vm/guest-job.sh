@@ -39,7 +39,9 @@ export ZFLOCK_TEST_ZFS=native ZFLOCK_LAB_ZFS=native
 export PATH=/opt/zflock-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PYTHONPATH=/var/tmp/zflock-src
 export HOME=/root TMPDIR=/var/tmp LANG=C.UTF-8
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# Bytecode may be written: the tree is a private copy, and under TCG every
+# `python -m zflock` (CLI calls, lab agents) would otherwise recompile zflock.
+export PYTHONUNBUFFERED=1
 # Through a pipe, so pytest sees no terminal: plain progress lines, no
 # colour codes in CI logs.
 {

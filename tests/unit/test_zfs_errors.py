@@ -52,6 +52,11 @@ ZFS_FUSE: list[tuple[str, type[ZfsError]]] = [
         DatasetBusy,
     ),
     ("cannot destroy 'tp/a@s1': dataset is busy\n", DatasetBusy),
+    (
+        "cannot destroy snapshot tp/a@s1: it's being held. Run 'zfs holds -r tp/a@s1' to see "
+        "holders.\n",
+        DatasetBusy,
+    ),  # OpenZFS 2.3
     ("cannot rename 'tp/rn1': dataset is busy\n", DatasetBusy),
     ("cannot receive new filesystem stream: out of space\n", OutOfSpace),
     (

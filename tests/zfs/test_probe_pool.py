@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import ZfsNode
+from tests.conftest import TIER_ENV, ZfsNode, native_zfs_tier
 from zflock.zfs import DatasetExists, DatasetNotFound, Zfs
 
 
@@ -37,9 +37,22 @@ async def test_probe_is_cached_and_stable(zfs_node: ZfsNode) -> None:
 
 async def test_probe_openzfs_reports_version(zfs_node: ZfsNode) -> None:
     caps = await zfs_node.zfs.capabilities()
-    if caps.implementation != "openzfs":
+    if caps.implementation != "openzfs" and not native_zfs_tier():
         pytest.skip("only OpenZFS has `zfs version`")
+    assert caps.implementation == "openzfs"
     assert caps.version is not None and caps.version[0].isdigit()
+
+
+async def test_probe_answers_for_openzfs_tier(zfs_node: ZfsNode) -> None:
+    # In the OpenZFS tier (tests/openzfs-vm) the probe must find everything
+    # OpenZFS 2.x has; a wrong "no" would silently turn features off.
+    if not native_zfs_tier():
+        pytest.skip(f"{TIER_ENV} is not native")
+    caps = await zfs_node.zfs.capabilities()
+    assert caps.implementation == "openzfs"
+    assert caps.version is not None and int(caps.version.split(".")[0]) >= 2
+    missing = [name for name, value in vars(caps).items() if value is False]
+    assert missing == [], f"OpenZFS {caps.version}: probe says no to {missing}"
 
 
 def force_destroy_pool(node: ZfsNode, name: str) -> None:

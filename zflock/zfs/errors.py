@@ -88,7 +88,16 @@ _RULES: tuple[tuple[type[ZfsError], tuple[str, ...]], ...] = (
     (OutOfSpace, ("out of space", "no space left", "quota exceeded")),
     (
         DatasetBusy,
-        ("is busy", "target is busy", "device busy", "resource busy", "pool or dataset is busy"),
+        (
+            "is busy",
+            "target is busy",
+            "device busy",
+            "resource busy",
+            "pool or dataset is busy",
+            # OpenZFS 2.3 names the reason when a hold keeps a snapshot:
+            # "cannot destroy snapshot p/a@s: it's being held. Run 'zfs holds ...'".
+            "it's being held",
+        ),
     ),
     (
         DatasetExists,
