@@ -8,7 +8,6 @@ volume, whatever it is, goes through the same gate.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,8 +26,8 @@ from zflock.errors import UsageError, ZflockError
 from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.driver import StepProgress, replicate
 from zflock.replication.endpoint import SourceIdentity
-from zflock.replication.model import PlanOptions, SnapRef, Source
-from zflock.replication.plan import plan_replication
+from zflock.replication.model import PlanOptions
+from zflock.replication.plan import plan_replication, with_pending_snapshot
 from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
 from zflock.rpc import messages as m
 from zflock.rpc.client import WINDOW, AgentClient
@@ -53,14 +52,6 @@ class Call:
     send_event: Callable[[dict[str, Any]], Awaitable[None]]
     # The raw payload after the request line (data operations only).
     read: Callable[[int], Awaitable[bytes]] | None = None
-
-
-def with_pending_snapshot(source: Source) -> Source:
-    """The source as it will be once the job has taken its snapshot (for a dry plan)."""
-    order = max((s.order for s in source.snapshots), default=0) + 1
-    # GUID 0 is never a real snapshot's, so it matches nothing on the destination.
-    pending = SnapRef(name="zflock-pending", guid=0, order=order)
-    return dataclasses.replace(source, snapshots=[*source.snapshots, pending])
 
 
 class Handlers:

@@ -32,7 +32,7 @@ from zflock.move.zfs_source import ZfsSource
 from zflock.replication.driver import Outcome, StepProgress, replicate
 from zflock.replication.endpoint import SourceIdentity
 from zflock.replication.model import PlanOptions, ReplicaInfo
-from zflock.replication.plan import plan_replication
+from zflock.replication.plan import plan_replication, with_pending_snapshot
 from zflock.replication.zfs_endpoint import ZfsSender
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
@@ -200,8 +200,6 @@ class Moves:
         args: m.Move,
     ) -> list[str]:
         """Everything that can refuse the move, checked before anything changes."""
-        from zflock.agent.handlers import with_pending_snapshot  # shared with replicate
-
         sender = ZfsSender(self.zfs, self.config.dataset(name), self.config.node)
         async with AgentClient(peer, self.key()) as client:
             info: m.NodeInfo = await client.call("node_info", m.Empty())

@@ -73,7 +73,17 @@ __all__ = [
     "Step",
     "diff",
     "plan_replication",
+    "with_pending_snapshot",
 ]
+
+
+def with_pending_snapshot(source: Source) -> Source:
+    """The source as it will be once a job has taken its snapshot: planning this first
+    finds a conflict before anything changes (a refused job leaves both sides as they were)."""
+    order = max((s.order for s in source.snapshots), default=0) + 1
+    # GUID 0 is never a real snapshot's, so it matches nothing on the destination.
+    pending = SnapRef(name="zflock-pending", guid=0, order=order)
+    return replace(source, snapshots=[*source.snapshots, pending])
 
 
 def plan_replication(
