@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from zflock.errors import UsageError, ZflockError
 
 log = logging.getLogger("zflock.agent.hooks")
-KINDS = ("pre_cutover", "post_cutover", "rollback")
 MAX_ARGS = 256
 OUTPUT_KEEP = 2000
 

@@ -12,13 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from zflock.errors import ZflockError
 from zflock.move.marker import Marker
 from zflock.replication.model import ReplicaInfo
-
-
-class Unreachable(ZflockError):
-    """The destination cannot be asked (connection refused, lost or timed out)."""
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncssh
 
 from zflock.cluster.config import NodeEntry
-from zflock.move.endpoint import PromoteRequest, Promotion, Unreachable
+from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.model import ReplicaInfo
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
-from zflock.rpc.errors import NodeUnreachable
 from zflock.rpc.replica import RemoteReceiver
 
 
@@ -43,19 +42,13 @@ class RemoteDestination:
 
     async def promote(self, request: PromoteRequest) -> Promotion:
         assert self.client is not None, "promote() needs the move's connection"
-        try:
-            result: Promotion = await self.client.call("promote_replica", request)
-        except NodeUnreachable as exc:
-            raise Unreachable(str(exc)) from exc
+        result: Promotion = await self.client.call("promote_replica", request)
         return result
 
     async def resolve(self, move_id: str) -> str:
         args = m.ResolveMove(
             name=self.volume, volume_id=self.volume_id, move_id=move_id, epoch=self.epoch
         )
-        try:
-            async with AgentClient(self.peer, self.key) as client:
-                answer: m.MoveResolution = await client.call("resolve_move", args)
-        except NodeUnreachable as exc:
-            raise Unreachable(str(exc)) from exc
+        async with AgentClient(self.peer, self.key) as client:
+            answer: m.MoveResolution = await client.call("resolve_move", args)
         return answer.status
