@@ -132,8 +132,6 @@ class MoveRecord:
 @dataclass
 class SizeResult:
     size: int
-    raw_bytes: int = 0
-    raw_s: float = 0.0
     # Paired, interleaved samples of the same full stream: (bytes, seconds) each.
     raw_samples: list[tuple[int, float]] = field(default_factory=list)
     zflock_samples: list[tuple[int, float]] = field(default_factory=list)
@@ -161,11 +159,6 @@ class SizeResult:
     @property
     def rounds_p50(self) -> float:
         return statistics.median(len(m.rounds) for m in self.moves)
-
-    @property
-    def first_round(self) -> dict[str, Any]:
-        """The first move's first pre-copy round: a full send (node2 had no copy yet)."""
-        return self.moves[0].rounds[0]
 
     @property
     def full_rate(self) -> float:
@@ -217,7 +210,7 @@ def evaluate(results: Sequence[SizeResult]) -> list[Target]:
     for r in results:
         targets.append(
             Target(
-                f"full-round throughput / raw pipeline, {size_label(r.size)}",
+                f"full-send throughput / raw pipeline, {size_label(r.size)}",
                 f">= {TARGET_THROUGHPUT_RATIO:g}",
                 f"{r.throughput_ratio:.2f}",
                 r.throughput_ratio >= TARGET_THROUGHPUT_RATIO,
@@ -263,7 +256,7 @@ def moves_detail(results: Sequence[SizeResult]) -> str:
         lines.append(
             f"- {size_label(r.size)}: downtimes (s) {downs}; pre-copy rounds per move {rounds}; "
             f"epochs {r.moves[0].epoch}..{r.moves[-1].epoch}; "
-            f"full stream {r.raw_bytes / MIB:.1f} MiB; samples (MB/s) raw "
+            f"full stream {r.raw_samples[0][0] / MIB:.1f} MiB; samples (MB/s) raw "
             f"{', '.join(f'{b / s / 1e6:.0f}' for b, s in r.raw_samples)}, zflock "
             f"{', '.join(f'{b / s / 1e6:.0f}' for b, s in r.zflock_samples)}"
         )
@@ -708,7 +701,6 @@ def bench_size(lab: Lab, size: int, moves: int, pause: float, interval: float) -
                 f"{size_label(size)}: full stream sample {i + 1}/{THROUGHPUT_SAMPLES}: raw "
                 f"{_mbs(raw[0] / raw[1])}, zflock {_mbs(ours[0] / ours[1])}"
             )
-        result.raw_bytes, result.raw_s = result.raw_samples[0]
         for i in range(moves):
             time.sleep(pause)  # the writer runs between moves, as a service would
             dest = nodes[(i + 1) % 2]

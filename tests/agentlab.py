@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,16 @@ from tests.labfixture import LAB_POOL_SIZE, lab_session
 from zflock.lab.state import LabState
 
 Result = subprocess.CompletedProcess[str]
+
+
+def wait_until(
+    what: str, check: Callable[[], bool], timeout: float = 60, interval: float = 0.05
+) -> None:
+    """Poll `check` until it holds; fail the test, naming `what`, after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
 
 
 @dataclass

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentlab import AgentLab, agent_lab_session
+from tests.agentlab import AgentLab, agent_lab_session, wait_until
 from zflock.lab.writer import verify_data, writer_argv
 
 
@@ -73,10 +72,7 @@ class Writer:
         return len(self.acks.read_text().split()) if self.acks.exists() else 0
 
     def wait_acked(self, more_than: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while self.acked() <= more_than:
-            assert time.monotonic() < deadline, "the writer acknowledged nothing new"
-            time.sleep(0.05)
+        wait_until("the writer to acknowledge more", lambda: self.acked() > more_than, timeout)
 
     def verify_on(self, node: str) -> dict[str, object]:
         """Every acknowledged record is in the volume's file on `node`, byte for byte."""

@@ -7,12 +7,11 @@ whole test: at no moment may two copies be writable and mounted.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.agentlab import AgentLab
+from tests.agentlab import AgentLab, wait_until
 from tests.move.conftest import (
     Writer,
     copy_state,
@@ -154,10 +153,7 @@ def test_a_second_move_of_the_same_volume_is_refused(agent_lab: AgentLab) -> Non
     hook = f"sh -c 'while [ ! -e {flag} ]; do sleep 0.05; done'"
     first = start_move(lab, "busy", "node2", "--pre-hook", hook)
     try:
-        deadline = time.monotonic() + 60
-        while not running_jobs(lab, "busy"):
-            assert time.monotonic() < deadline, "the first move never started"
-            time.sleep(0.1)
+        wait_until("the first move to start", lambda: bool(running_jobs(lab, "busy")))
         before = lab.zfs_state()
         r = move(lab, "busy", "node2")
         assert r.returncode == 1, r.stdout
@@ -193,11 +189,14 @@ def test_not_enough_space_on_the_destination(agent_lab: AgentLab) -> None:
     lab.sh("node1", "dd if=/dev/zero of=/zflock/fat/fill bs=1M count=300 2>/dev/null")
     # Space shows in `referenced` once ZFS has synced the transaction group.
     for node, volume, mib in (("node2", "ballast", 700), ("node1", "fat", 300)):
-        deadline = time.monotonic() + 60
         dataset = lab.ds(node, volume)
-        while int(lab.zget(node, dataset, "referenced")["referenced"]) < mib << 20:
-            assert time.monotonic() < deadline, f"{dataset} never showed its {mib} MiB"
-            time.sleep(0.5)
+        wait_until(
+            f"{dataset} to show its {mib} MiB",
+            lambda n=node, d=dataset, size=mib << 20: (
+                int(lab.zget(n, d, "referenced")["referenced"]) >= size
+            ),
+            interval=0.5,
+        )
     before = lab.zfs_state()
     r = move(lab, "fat", "node2")
     assert r.returncode == 1

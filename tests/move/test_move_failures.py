@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentlab import AgentLab
+from tests.agentlab import AgentLab, wait_until
 from tests.move.conftest import (
     Writer,
     copy_state,
@@ -29,13 +29,6 @@ from tests.move.conftest import (
 from zflock.lab import agents
 
 pytestmark = pytest.mark.lab
-
-
-def wait_until(what: str, check: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def status_jobs(lab: AgentLab, volume: str) -> list[dict[str, object]]:

@@ -16,13 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
 import pytest
 
-from tests.agentlab import AgentLab
+from tests.agentlab import AgentLab, wait_until
 from zflock.cluster.config import load_inventory
 from zflock.lab import agents, net
 from zflock.rpc import messages as m
@@ -58,14 +57,6 @@ def start_replicate(lab: AgentLab, volume: str, to: str) -> subprocess.Popen[str
         text=True,
         env=lab.env,
     )
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_streaming(lab: AgentLab, volume: str, at_least: int = 20 << 20) -> None:

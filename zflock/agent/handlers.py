@@ -212,13 +212,7 @@ class Handlers:
                 f"node {self.config.node} holds a {ownership.role} of {name}; "
                 "replicate from its primary"
             )
-        identity = SourceIdentity(
-            volume=name,
-            volume_id=ownership.id,
-            epoch=ownership.epoch,
-            origin=ownership.origin,
-            node=self.config.node,
-        )
+        identity = SourceIdentity.of(name, ownership, self.config.node)
         if self.peer_key is None:
             raise ZflockError("agent has no key to talk to peers")
         async with AgentClient(peer, self.peer_key) as client:

@@ -100,12 +100,17 @@ class Moves:
             return SnapTaken(name=snap.snapshot, guid=snap.guid)
 
         async def hooks(kind: str) -> None:
-            configured = self.config.hooks_for(name)
-            commands = [c for c in (getattr(configured, kind),) if c]
-            await run_hooks(kind, [*commands, *cli_hooks.get(kind, [])], context,
-                            configured.timeout)  # fmt: skip
+            await self._run_hooks(name, kind, cli_hooks.get(kind, []), context)
 
         return ZfsSource(self.zfs, self.config.dataset(name), name, snapshot, hooks)
+
+    async def _run_hooks(
+        self, name: str, kind: str, extra: list[list[str]], context: dict[str, str]
+    ) -> None:
+        """This node's configured hook of `kind` for the volume, then the command line's."""
+        configured = self.config.hooks_for(name)
+        commands = [c for c in (getattr(configured, kind),) if c]
+        await run_hooks(kind, [*commands, *extra], context, configured.timeout)
 
     # -- the move, on the source --------------------------------------------------------
 
@@ -180,7 +185,7 @@ class Moves:
 
             async def run(job: Job) -> m.MoveReport:
                 try:
-                    return await self._run(job, spec, peer, cli_hooks)
+                    return await self._run(job, spec, ownership, peer, cli_hooks)
                 finally:
                     self.locks.release(name)
 
@@ -243,16 +248,19 @@ class Moves:
         ]
 
     async def _run(
-        self, job: Job, spec: MoveSpec, peer: NodeEntry, cli_hooks: dict[str, list[list[str]]]
+        self,
+        job: Job,
+        spec: MoveSpec,
+        ownership: Ownership,
+        peer: NodeEntry,
+        cli_hooks: dict[str, list[list[str]]],
     ) -> m.MoveReport:
         started = time.monotonic()
         name = spec.volume
         context = self._context(name, spec.source, spec.destination, spec.epoch + 1)
         source = self._source(name, context, cli_hooks)
         sender = ZfsSender(self.zfs, self.config.dataset(name), self.config.node)
-        o = await self.volumes.ownership(name)
-        identity = SourceIdentity(volume=name, volume_id=o.id, epoch=o.epoch, origin=o.origin,
-                                  node=self.config.node)  # fmt: skip
+        identity = SourceIdentity.of(name, ownership, self.config.node)
         async with AgentClient(peer, self.key()) as client:
             receiver = RemoteReceiver(client, name)
             await receiver.state()  # learns whether the peer can resume
@@ -261,7 +269,7 @@ class Moves:
                 resume_supported=local.resume_tokens and receiver.resume_supported
             )
             destination = RemoteDestination(
-                client, receiver, peer, self.key(), name, o.id, spec.epoch + 1
+                client, receiver, peer, self.key(), name, ownership.id, spec.epoch + 1
             )
             phase = {"label": "pre-copy round 1"}
 
@@ -316,7 +324,7 @@ class Moves:
             if peer is not None
             else None
         )
-        done = await recover_move(marker, ownership.role, source, destination)
+        done = await recover_move(name, marker, ownership.role, source, destination)
         level = logging.INFO if done.action != WAIT else logging.WARNING
         log.log(level, "interrupted move %s: %s (%s)", marker.format(), done.action, done.reason,
                 extra={"volume": name})  # fmt: skip
@@ -340,6 +348,10 @@ class Moves:
                         return
             except (ZflockError, HookFailed) as exc:
                 log.warning("recovering a move: %s; retrying", exc, extra={"volume": name})
+            except Exception:
+                # A background task that died would leave the source fenced for good.
+                log.exception("recovering a move failed unexpectedly; retrying",
+                              extra={"volume": name})  # fmt: skip
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECOVERY_RETRY_MAX)
 
@@ -361,16 +373,12 @@ class Moves:
 
     async def promote(self, req: PromoteRequest) -> Promotion:
         destination = self._destination(req.name)
-        post = [validate_hook(h, "--post-hook") for h in req.post_hooks]
-        if post and not self.config.allow_client_hooks:
-            raise UsageError(f"node {self.config.node} does not run hooks from the command line")
+        post = self._hooks_arg(req.post_hooks, "--post-hook")
 
         async def post_hooks(r: PromoteRequest) -> list[str]:
             context = self._context(r.name, r.source, self.config.node, r.epoch)
-            configured = self.config.hooks_for(r.name)
-            commands = [c for c in (configured.post_cutover,) if c]
             try:
-                await run_hooks("post_cutover", [*commands, *post], context, configured.timeout)
+                await self._run_hooks(r.name, "post_cutover", post, context)
             except HookFailed as exc:
                 log.error("%s", exc, extra={"volume": r.name})
                 return [str(exc)]

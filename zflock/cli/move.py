@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from zflock.cli.app import app
 from zflock.cli.common import cluster_options, console, err_console, load_cluster, print_json, run
 from zflock.cli.common import warn as print_warning
 from zflock.cli.replicate import StepBars, _progress
-from zflock.cli.volumes import _collect, _require_all, _views, validate_volume
+from zflock.cli.volumes import _collect, _views, primary_view, validate_volume
 from zflock.cluster.config import validate_node_name
 from zflock.errors import UsageError, ZflockError
 from zflock.rpc import messages as m
@@ -218,18 +219,7 @@ def move_command(
         if marked:
             source = marked[0]
         else:
-            primaries = [v for v in views if v.primary]
-            if not primaries:
-                _require_all(failed, f"find the primary of {name}")
-                problems = "; ".join(views[0].problems) if views else ""
-                raise ZflockError(
-                    f"volume {name} has no primary: {problems}"
-                    if views
-                    else f"volume {name} not found on any node"
-                )
-            if len(primaries) > 1:
-                raise ZflockError(f"two different volumes are named {name}; cannot choose")
-            view = primaries[0]
+            view = primary_view(name, views, failed)
             assert view.primary is not None
             source = view.primary
             if source == target:
@@ -242,11 +232,8 @@ def move_command(
             return report
 
     progress = None if json_out else _progress()
-    if progress is not None:
-        with progress:
-            report = run(go(MoveDisplay(progress, None)))
-    else:
-        report = run(go(MoveDisplay(None, None if json_out else err_console)))
+    with progress or contextlib.nullcontext():
+        report = run(go(MoveDisplay(progress, None if json_out else err_console)))
     hook_failed = any("hook" in w for w in report.warnings)
     if json_out:
         print_json(report_json(report))

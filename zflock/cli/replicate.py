@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -121,11 +122,8 @@ def replicate_command(
             return await client.call("replicate", args, on_event=bars)
 
     progress = None if json_out else _progress()
-    if progress is not None:
-        with progress:
-            report = run(go(StepBars(progress)))
-    else:
-        report = run(go(StepBars(None)))
+    with progress or contextlib.nullcontext():
+        report = run(go(StepBars(progress)))
     if json_out:
         print_json(report)
         return

@@ -143,7 +143,13 @@ def ls_command(
 
 async def find_primary(c: Cluster, name: str) -> str:
     """The node holding the writable copy of `name`, or a one-line error why there is none."""
-    views, failed = _views(await _collect(c, [name], None))
+    view = primary_view(name, *_views(await _collect(c, [name], None)))
+    assert view.primary is not None
+    return view.primary
+
+
+def primary_view(name: str, views: list[VolumeView], failed: list[NodeResult]) -> VolumeView:
+    """The one volume named `name` that has a primary, or a one-line error why there is none."""
     primaries = [v for v in views if v.primary]
     if not primaries:
         _require_all(failed, f"find the primary of {name}")
@@ -152,9 +158,7 @@ async def find_primary(c: Cluster, name: str) -> str:
         raise ZflockError(f"volume {name} not found on any node")
     if len(primaries) > 1:
         raise ZflockError(f"two different volumes are named {name}; cannot choose")
-    primary = primaries[0].primary
-    assert primary is not None
-    return primary
+    return primaries[0]
 
 
 def _require_all(failed: list[NodeResult], action: str) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from zflock.errors import ZflockError
-from zflock.move.converge import ABORT, CUTOVER, Decision, Limits, Round, decide
+from zflock.move.converge import ABORT, CONTINUE, CUTOVER, Decision, Limits, Round, decide
 from zflock.move.endpoint import (
     DestinationSide,
     PromoteRequest,
@@ -130,7 +130,7 @@ class Move:
                        "reason": decision.reason})  # fmt: skip
             log.info("pre-copy round %d: %s %d B in %.2f s; %s", r.number, r.kind, r.bytes,
                      r.seconds, decision.reason, extra={"volume": self.spec.volume})  # fmt: skip
-            if decision.action != "continue":
+            if decision.action != CONTINUE:
                 self.result.reason = decision.reason
                 return decision
 
@@ -145,12 +145,10 @@ class Move:
         self.emit({"kind": "cutover", "step": "rollback", "seconds": 0.0})
         if fenced:
             await self.source.unfence()
-        try:
-            await self.source.run_hooks("rollback")
-        except ZflockError as exc:
-            self.result.warnings.append(f"rollback hook failed: {exc}")
-            log.error("rollback hook failed: %s", exc, extra={"volume": self.spec.volume})
         what = "rolled back; the source is writable again" if fenced else "nothing was fenced"
+        # The result is not returned on failure: a failed hook goes into the error itself.
+        if hook_error := await run_rollback_hooks(self.source, self.spec.volume):
+            what += f", but {hook_error}"
         return MoveFailed(f"move of {self.spec.volume} failed ({why}); {what}")
 
     async def cutover(self) -> Promotion:
@@ -262,6 +260,17 @@ class Move:
         return self.result
 
 
+async def run_rollback_hooks(source: SourceSide, volume: str) -> str | None:
+    """Restart the consumer on the source; what failed, if anything (logged, never raised:
+    the source is serving again either way)."""
+    try:
+        await source.run_hooks("rollback")
+    except ZflockError as exc:
+        log.error("rollback hook failed: %s", exc, extra={"volume": volume})
+        return f"rollback hook failed: {exc}"
+    return None
+
+
 async def demote_source(source: SourceSide, *, destroy: bool) -> None:
     """Demote, retrying what a consumer still holding the mount makes fail."""
     async for attempt in AsyncRetrying(
@@ -275,7 +284,11 @@ async def demote_source(source: SourceSide, *, destroy: bool) -> None:
 
 
 async def recover_move(
-    marker: Marker, role: str, source: SourceSide, destination: DestinationSide | None
+    volume: str,
+    marker: Marker,
+    role: str,
+    source: SourceSide,
+    destination: DestinationSide | None,
 ) -> Recovery:
     """Finish or undo an interrupted move found on the source. Returns what was done.
 
@@ -294,10 +307,7 @@ async def recover_move(
         decision = recover(marker, role, answer)
     if decision.action == ROLL_BACK:
         await source.unfence()
-        try:
-            await source.run_hooks("rollback")
-        except ZflockError as exc:
-            log.error("rollback hook failed: %s", exc)
+        await run_rollback_hooks(source, volume)
     elif decision.action == COMPLETE:
         await demote_source(source, destroy=False)
     else:

@@ -26,6 +26,7 @@ from zflock.cluster.ownership import (
     ROLE_REPLICA,
     ZFLOCK_PROPERTIES,
     NotManaged,
+    Ownership,
     ownership_from_properties,
 )
 from zflock.errors import ZflockError
@@ -50,14 +51,15 @@ class ZfsDestination:
         self.mountpoint = mountpoint
         self.node = node
 
-    async def _props(self) -> dict[str, str | None]:
+    async def _props(self) -> dict[str, str | None] | None:
+        """The copy's zflock and move properties; None if the dataset does not exist."""
         if not await self.zfs.exists(self.dataset):
-            raise PromoteRefused(f"{self.node}: {self.dataset} does not exist")
+            return None
         return await self.zfs.get(
             self.dataset, [*ZFLOCK_PROPERTIES, PROP_PROMOTED_BY, PROP_ABORTED_MOVE]
         )
 
-    def _ours(self, props: dict[str, str | None], volume_id: str) -> None:
+    def _ours(self, props: dict[str, str | None], volume_id: str) -> Ownership:
         try:
             o = ownership_from_properties(props)
         except NotManaged as exc:
@@ -68,19 +70,21 @@ class ZfsDestination:
             raise PromoteRefused(
                 f"{self.node}: {self.dataset} is a copy of another volume (id {o.id})"
             )
+        return o
 
     async def promote(self, req: PromoteRequest, post_hooks: PostHooks) -> Promotion:
         started = time.monotonic()
         if not valid_move_id(req.move_id):
             raise PromoteRefused(f"bad move id {req.move_id!r}")
         props = await self._props()
-        self._ours(props, req.volume_id)
+        if props is None:
+            raise PromoteRefused(f"{self.node}: {self.dataset} does not exist")
+        o = self._ours(props, req.volume_id)
         if props.get(PROP_PROMOTED_BY) != req.move_id:
             if props.get(PROP_ABORTED_MOVE) == req.move_id:
                 raise PromoteRefused(
                     f"{self.node}: move {req.move_id} was abandoned; it can no longer promote"
                 )
-            o = ownership_from_properties(props)
             if o.role != ROLE_REPLICA:
                 raise PromoteRefused(f"{self.node}: {self.dataset} is a {o.role}, not a replica")
             if o.epoch >= req.epoch:
@@ -130,9 +134,9 @@ class ZfsDestination:
         """PROMOTED (finishing the promotion if it was cut short) or ABORTED (for good)."""
         if not valid_move_id(move_id):
             raise PromoteRefused(f"bad move id {move_id!r}")
-        if not await self.zfs.exists(self.dataset):
-            return ABORTED
         props = await self._props()
+        if props is None:
+            return ABORTED
         self._ours(props, volume_id)
         if props.get(PROP_PROMOTED_BY) == move_id:
             await self._finish(max(epoch, int(props.get(PROP_EPOCH) or 0)))

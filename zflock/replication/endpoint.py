@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from zflock.cluster.ownership import Ownership
 from zflock.replication.model import Full, Incremental, Plan, ReplicaInfo, Resume, SnapRef, Source
 
 
@@ -26,6 +27,18 @@ class SourceIdentity:
     epoch: int
     origin: str
     node: str
+
+    @classmethod
+    def of(cls, volume: str, ownership: Ownership, node: str) -> SourceIdentity:
+        """The identity of `node`'s copy of `volume` (its dataset's name under the pool
+        root, which the receiver uses), as its zflock properties describe it."""
+        return cls(
+            volume=volume,
+            volume_id=ownership.id,
+            epoch=ownership.epoch,
+            origin=ownership.origin,
+            node=node,
+        )
 
 
 @dataclass(frozen=True)
