@@ -16,12 +16,28 @@ from zflock.lab.state import LabState
 
 Result = subprocess.CompletedProcess[str]
 
+# How much slower than a plain 2-core host this run is: the OpenZFS tier runs the
+# lab under qemu's software emulation (tests/openzfs-vm sets it). Timeouts are
+# liveness bounds, never measurements, so they stretch by this factor; streams a
+# test must catch in flight shrink by it (they still last as long).
+SLOWDOWN = float(os.environ.get("ZFLOCK_TEST_SLOWDOWN", "1"))
+
+
+def patience(seconds: float) -> float:
+    """A timeout of `seconds` on a plain host, stretched for a slow tier."""
+    return seconds * SLOWDOWN
+
+
+def scaled_mib(mib: int) -> int:
+    """A stream size chosen for a plain host, shrunk for a slow tier (at least 8 MiB)."""
+    return max(8, int(mib / SLOWDOWN))
+
 
 def wait_until(
     what: str, check: Callable[[], bool], timeout: float = 60, interval: float = 0.05
 ) -> None:
     """Poll `check` until it holds; fail the test, naming `what`, after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval)
@@ -43,7 +59,7 @@ class AgentLab:
             text=True,
             env=env or self.env,
             stdin=subprocess.DEVNULL,
-            timeout=120,
+            timeout=patience(120),
         )
 
     def node_run(self, node: str, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -54,7 +70,7 @@ class AgentLab:
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
-            timeout=60,
+            timeout=patience(60),
         )
 
     def ds(self, node: str, volume: str = "") -> str:

@@ -122,6 +122,25 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"zfs tier: native kernel ZFS: {versions}", f"zfs probe: {found}"]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a failed lab test, attach the tail of every agent's log to the report: the lab
+    is taken down with its logs, and a flaky failure is otherwise undiagnosable."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    lab = getattr(item, "funcargs", {}).get("agent_lab")
+    if not report.failed or lab is None:
+        return
+    from zflock.lab import agents
+
+    for name, node in lab.state.nodes.items():
+        try:
+            lines = agents.agent_log(node).read_text(errors="replace").splitlines()
+        except OSError as exc:
+            lines = [f"(no log: {exc})"]
+        report.sections.append((f"agent log {name} (last 80 lines)", "\n".join(lines[-80:])))
+
+
 def _start_native_node(base: Path, label: str) -> Iterator[ZfsNode]:
     reason = native_zfs_missing_reason()
     if reason:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentlab import AgentLab, wait_until
+from tests.agentlab import AgentLab, patience, wait_until
 from tests.move.conftest import (
     Writer,
     copy_state,
@@ -162,7 +162,7 @@ def test_a_second_move_of_the_same_volume_is_refused(agent_lab: AgentLab) -> Non
         assert lab.zfs_state() == before
     finally:
         flag.touch()
-        out, err = first.communicate(timeout=120)
+        out, err = first.communicate(timeout=patience(120))
         flag.unlink()
     assert first.returncode == 0, err
     assert json.loads(out)["epoch"] == 2

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentlab import AgentLab, wait_until
+from tests.agentlab import AgentLab, patience, scaled_mib, wait_until
 from tests.move.conftest import (
     Writer,
     copy_state,
@@ -93,7 +93,8 @@ def test_failing_pre_hook_aborts_before_anything_is_fenced(
 def test_destination_agent_killed_during_precopy(agent_lab: AgentLab) -> None:
     lab = agent_lab
     assert lab.cli("create", "dkill", "--on", "node1").returncode == 0
-    lab.sh("node1", "dd if=/dev/zero of=/zflock/dkill/zero bs=1M count=600 2>/dev/null"
+    lab.sh("node1", f"dd if=/dev/zero of=/zflock/dkill/zero bs=1M count={scaled_mib(600)}"
+           " 2>/dev/null"
            " && head -c 100000 /dev/urandom > /zflock/dkill/rand")  # fmt: skip
     node2 = lab.state.nodes["node2"]
     with one_writable_copy(lab, "dkill"):
@@ -105,7 +106,7 @@ def test_destination_agent_killed_during_precopy(agent_lab: AgentLab) -> None:
         )  # fmt: skip
         os.kill(lab.agent_pid("node2"), signal.SIGKILL)
         try:
-            _, err = proc.communicate(timeout=120)
+            _, err = proc.communicate(timeout=patience(120))
             assert proc.returncode == 1, err
             assert_source_serving(lab, "dkill")
         finally:
@@ -171,7 +172,7 @@ def test_source_agent_killed_while_the_destination_promotes(
             lambda: copy_state(lab, "node2", "skill").get("zflock:role") == "primary",
         )  # fmt: skip
         os.kill(lab.agent_pid("node1"), signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=patience(60))
         assert proc.returncode == 1  # the CLI lost its agent
         # Still fenced: the source cannot know yet whether node2 promoted.
         state = copy_state(lab, "node1", "skill")
@@ -219,7 +220,7 @@ def test_destination_agent_killed_while_promoting_is_settled(
         state = copy_state(lab, "node1", "dsettle")
         assert state["readonly"] == "on" and state["zflock:move"].startswith("promoting/")
         agents.start(lab.state, node2)
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=patience(120))
         assert proc.returncode == 1, err
         if out:
             # Settled within the move: moved, but the post-hook's outcome is unknown.

@@ -103,3 +103,26 @@ def test_remote_errors_keep_their_kind() -> None:
     op = remote_error("n1", {"type": "DatasetBusy", "message": "busy", "usage": False})
     assert isinstance(op, RemoteError) and not isinstance(op, RemoteUsageError)
     assert remote_error("n1", "garbage").kind == "ProtocolError"
+
+
+def test_replica_state_carries_every_field_the_planner_reads() -> None:
+    """What the destination found must reach the source's planner whole: a field dropped
+    on the wire (resume_to_guid once was) silently changes the plan."""
+    import dataclasses
+
+    from zflock.replication.model import ReplicaInfo, SnapRef
+    from zflock.rpc.messages import ReplicaState
+    from zflock.rpc.replica import replica_info, replica_state
+
+    info = ReplicaInfo(
+        exists=True, managed_volume="web", volume_id="id-1", role="replica", epoch=4,
+        modified_since_last_snapshot=True, resume_token="1-ab-cd-ef", resume_to_guid=77,
+        snapshots=[SnapRef(name="s1", guid=5, order=1, size=10)], label="node2:web",
+    )  # fmt: skip
+    defaults = ReplicaInfo(exists=False)
+    # Every field is set to something other than its default, so a dropped one shows.
+    assert all(getattr(info, f.name) != getattr(defaults, f.name) for f in dataclasses.fields(info))
+    wire = codec.decode(ReplicaState, decode_line(encode_line(codec.encode(
+        replica_state(info, resume_supported=True)))))  # fmt: skip
+    assert wire.resume_supported
+    assert replica_info(wire, "node2:web") == info

@@ -10,6 +10,7 @@ from zflock.zfs.parse import (
     parse_get,
     parse_names,
     parse_pool_list,
+    parse_resume_token_contents,
     parse_send_estimate,
     parse_size,
     parse_snapshots,
@@ -237,3 +238,38 @@ def test_probe_one_missing_piece_disables_resume_tokens() -> None:
     results = dict(OPENZFS_PROBE)
     results["send_resume"] = done("send_resume", 2, stderr="invalid option 't'\nusage:\n")
     assert decide_capabilities(results).resume_tokens is False
+
+
+# `zfs send -nvt TOKEN` on OpenZFS 2.1.11 (the destination's side of a cut full send).
+TOKEN_CONTENTS = """resume token contents:
+nvlist version: 0
+\tobject = 0x2
+\toffset = 0xc0000
+\tbytes = 0xe1288
+\ttoguid = 0xe55f9acf9099d393
+\ttoname = pool/zflock/web@zflock-20261128T134003Z-000001
+full send of pool/zflock/web@zflock-20261128T134003Z-000001 estimated size is 2.01M
+"""
+
+
+def test_resume_token_contents() -> None:
+    info = parse_resume_token_contents(TOKEN_CONTENTS)
+    assert info is not None
+    assert info.to_guid == 0xE55F9ACF9099D393
+    assert info.to_name == "pool/zflock/web@zflock-20261128T134003Z-000001"
+    assert (info.from_guid, info.bytes) == (None, 0xE1288)
+    incremental = TOKEN_CONTENTS.replace("\ttoguid", "\tfromguid = 0x10\n\ttoguid")
+    assert parse_resume_token_contents(incremental).from_guid == 16  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "cannot resume send: invalid resume token\n",
+        TOKEN_CONTENTS.replace("\ttoname = ", "\tother = "),
+        TOKEN_CONTENTS.replace("0xe55f9acf9099d393", "zz"),
+    ],
+)
+def test_resume_token_contents_undecodable(text: str) -> None:
+    assert parse_resume_token_contents(text) is None

@@ -64,6 +64,14 @@ async def test_resume_after_cut_stream(
             await recv.write(stream[: len(stream) // 2])
     token = await dst.zfs.resume_token(target)
     assert token, "a cut resumable receive must leave a receive_resume_token"
+    # Either side decodes which snapshot the token completes: the destination to
+    # prove an unstamped partial receive is this volume's, the source to refuse a
+    # token for any other dataset.
+    for side in (dst, src):
+        info = await side.zfs.describe_resume_token(token)
+        assert info is not None
+        assert (info.to_guid, info.to_name) == (await guid(src, vol, "s1"), f"{vol}@s1")
+        assert info.from_guid is None and info.bytes is not None and 0 < info.bytes < len(stream)
 
     resumed = await pipe(
         src.zfs.send(f"{vol}@s1", resume_token=token), dst.zfs.receive(target, resumable=True)
@@ -194,6 +202,8 @@ async def test_missing_features_are_refused_as_unsupported(
         assert await zfs.resume_token(src_root) is None
         with pytest.raises(Unsupported):
             await zfs.abort_resumable_receive(src_root)
+        with pytest.raises(Unsupported):
+            await zfs.describe_resume_token("1-abc-10-789c")
     if not caps.holds:
         with pytest.raises(Unsupported):
             await zfs.hold(snap, "zflock-base")

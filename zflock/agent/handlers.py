@@ -32,7 +32,7 @@ from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
 from zflock.rpc import messages as m
 from zflock.rpc.client import WINDOW, AgentClient
 from zflock.rpc.framing import PROTOCOL_VERSION
-from zflock.rpc.replica import RemoteReceiver
+from zflock.rpc.replica import RemoteReceiver, replica_state
 from zflock.zfs import Zfs, validate_component
 
 log = logging.getLogger("zflock.agent")
@@ -142,17 +142,7 @@ class Handlers:
     async def replica_state(self, args: m.ReplicaStateRequest, call: Call) -> m.ReplicaState:
         info = await self._receiver(args.name).state()
         caps = await self.zfs.capabilities()
-        return m.ReplicaState(
-            exists=info.exists,
-            volume=info.managed_volume,
-            volume_id=info.volume_id,
-            role=info.role,
-            epoch=info.epoch,
-            modified=info.modified_since_last_snapshot,
-            resume_token=info.resume_token,
-            snapshots=list(info.snapshots),
-            resume_supported=caps.resume_tokens,
-        )
+        return replica_state(info, resume_supported=caps.resume_tokens)
 
     async def prepare_replica(self, args: m.PrepareReplica, call: Call) -> m.Empty:
         receiver = self._receiver(args.source.volume)

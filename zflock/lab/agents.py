@@ -132,8 +132,14 @@ def agent_log(node: NodeState) -> Path:
     return agent_dir(node) / "agent.log"
 
 
+# Generous: an agent that dies is noticed at once (its exit status is polled), so
+# the wait only matters for a slow start, e.g. Python importing asyncssh under
+# the OpenZFS tier's emulated CPU (tests/openzfs-vm), where it takes seconds.
+START_TIMEOUT = 90.0
+
+
 def wait_ready(
-    node: NodeState, proc: subprocess.Popen[bytes], *, port: int, timeout: float = 20.0
+    node: NodeState, proc: subprocess.Popen[bytes], *, port: int, timeout: float = START_TIMEOUT
 ) -> None:
     """Wait until the agent accepts TCP connections; raise with its last log line if it died."""
     deadline = time.monotonic() + timeout

@@ -97,9 +97,21 @@ class ZfsSender:
         )
         return max(grown, held, 0)
 
+    async def _check_token(self, token: str | None) -> None:
+        """The token comes from the peer: resume only a stream of this volume's dataset,
+        never let a peer read another dataset of this node through `send -t`."""
+        info = await self.zfs.describe_resume_token(token) if token else None
+        if info is None or not info.to_name.startswith(self.dataset + "@"):
+            named = info.to_name if info else "nothing this ZFS can decode"
+            raise ZflockError(
+                f"{self.node}: refusing to resume a stream of {named}: not a snapshot of "
+                f"{self.dataset}"
+            )
+
     @asynccontextmanager
     async def send(self, header: StepHeader) -> AsyncIterator[AsyncIterator[bytes]]:
         if header.kind == "resume":
+            await self._check_token(header.token)
             stream = self.zfs.send("", resume_token=header.token)
         else:
             assert header.to is not None
@@ -134,6 +146,10 @@ class ZfsReceiver:
         written = await self._written()
         epoch = props.get("zflock:epoch")
         token = props.get("receive_resume_token")
+        token = token if token and token != "-" else None
+        # The snapshot the token completes: the planner's proof that an unstamped
+        # partial first receive (OpenZFS keeps it as the dataset itself) is ours.
+        decoded = await self.zfs.describe_resume_token(token) if token else None
         return ReplicaInfo(
             exists=True,
             managed_volume=props.get("zflock:volume"),
@@ -141,7 +157,8 @@ class ZfsReceiver:
             role=props.get("zflock:role"),
             epoch=int(epoch) if epoch and epoch.isdigit() else None,
             modified_since_last_snapshot=bool(written),
-            resume_token=token if token and token != "-" else None,
+            resume_token=token,
+            resume_to_guid=decoded.to_guid if decoded else None,
             snapshots=[snapref(s) for s in await self.zfs.list_snapshots(self.dataset)],
             label=f"{self.node}:{self.dataset}",
         )
@@ -154,13 +171,27 @@ class ZfsReceiver:
             return None  # zfs-fuse has no `written`
         return int(value) if value and value.isdigit() else None
 
-    async def _check(self, source: SourceIdentity, *, may_be_absent: bool) -> Ownership | None:
-        """The rules that protect this node's data, checked on every call."""
+    async def _check(
+        self, source: SourceIdentity, *, may_be_absent: bool, may_be_partial: bool = False
+    ) -> Ownership | None:
+        """The rules that protect this node's data, checked on every call.
+
+        None: absent (when allowed), or, with `may_be_partial`, an interrupted first
+        receive that was never stamped. Such a dataset holds no completed data (no
+        snapshot): resuming it only completes that one stream (ZFS checks the stream
+        against the partial state) and aborting it loses nothing.
+        """
         if not await self.zfs.exists(self.dataset):
             if may_be_absent:
                 return None
             raise ReceiveRefused(f"{self.node}: {self.dataset} does not exist")
         props = await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES)
+        if (
+            may_be_partial
+            and props.get("zflock:volume") is None
+            and await self._unstamped_partial()
+        ):
+            return None
         try:
             o = ownership_from_properties(props)
         except NotManaged as exc:
@@ -185,6 +216,12 @@ class ZfsReceiver:
             )
         return o
 
+    async def _unstamped_partial(self) -> bool:
+        return bool(
+            await self.zfs.resume_token(self.dataset)
+            and not await self.zfs.list_snapshots(self.dataset)
+        )
+
     async def _by_guid(self, ref: SnapRef) -> Snapshot:
         for s in await self.zfs.list_snapshots(self.dataset):
             if s.guid == ref.guid:
@@ -194,7 +231,11 @@ class ZfsReceiver:
     # -- changing -----------------------------------------------------------------
 
     async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None:
-        await self._check(source, may_be_absent=False)
+        partial = cleanup.abort_partial_receive
+        if await self._check(source, may_be_absent=False, may_be_partial=partial) is None:
+            log.warning("%s: discarding an interrupted first receive", self.dataset)
+            await self.zfs.abort_resumable_receive(self.dataset)
+            return
         if cleanup.abort_partial_receive:
             log.warning("%s: discarding a partial receive", self.dataset)
             await self.zfs.abort_resumable_receive(self.dataset)
@@ -223,7 +264,10 @@ class ZfsReceiver:
     async def receive(
         self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
     ) -> ReceiveResult:
-        existing = await self._check(source, may_be_absent=header.kind in ("full", "resume"))
+        resume = header.kind == "resume"
+        existing = await self._check(
+            source, may_be_absent=header.kind == "full" or resume, may_be_partial=resume
+        )
         if header.kind == "full" and existing is not None:
             raise ReceiveRefused(f"{self.node}: {self.dataset} exists; a full stream cannot land")
         if header.kind == "incremental":

@@ -145,7 +145,12 @@ class AgentClient:
         """Run one operation and return its decoded result dataclass."""
         process = await self.open_channel()
         try:
-            await write_message(process.stdin, request(op, args))
+            try:
+                await write_message(process.stdin, request(op, args))
+            except (OSError, asyncssh.Error) as exc:
+                # The agent went away between opening the channel and the request:
+                # callers retry NodeUnreachable, not a bare BrokenPipeError.
+                raise NodeUnreachable(self.node.name, f"connection lost: {exc}") from None
             return await self.read_result(op, process, on_event)
         finally:
             process.close()

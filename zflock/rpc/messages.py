@@ -133,6 +133,7 @@ class ReplicaState:
     resume_token: str | None = None
     snapshots: list[SnapRef] = field(default_factory=list)
     resume_supported: bool = False
+    resume_to_guid: int | None = None  # the snapshot the token completes, when decoded
 
 
 @dataclass(frozen=True)

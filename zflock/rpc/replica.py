@@ -19,6 +19,22 @@ from zflock.rpc.errors import NodeUnreachable
 from zflock.rpc.framing import write_message
 
 
+def replica_state(info: ReplicaInfo, *, resume_supported: bool) -> m.ReplicaState:
+    """The destination's answer: `info` on the wire (replica_info is the way back)."""
+    return m.ReplicaState(
+        exists=info.exists,
+        volume=info.managed_volume,
+        volume_id=info.volume_id,
+        role=info.role,
+        epoch=info.epoch,
+        modified=info.modified_since_last_snapshot,
+        resume_token=info.resume_token,
+        snapshots=list(info.snapshots),
+        resume_supported=resume_supported,
+        resume_to_guid=info.resume_to_guid,
+    )
+
+
 def replica_info(state: m.ReplicaState, label: str) -> ReplicaInfo:
     return ReplicaInfo(
         exists=state.exists,
@@ -28,6 +44,7 @@ def replica_info(state: m.ReplicaState, label: str) -> ReplicaInfo:
         epoch=state.epoch,
         modified_since_last_snapshot=state.modified,
         resume_token=state.resume_token,
+        resume_to_guid=state.resume_to_guid,
         snapshots=list(state.snapshots),
         label=label,
     )

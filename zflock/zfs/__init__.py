@@ -35,7 +35,14 @@ from zflock.zfs.names import (
 from zflock.zfs.probe import decide_capabilities, probe_capabilities
 from zflock.zfs.runner import Completed, Runner
 from zflock.zfs.streams import ReceiveStream, SendStream, pipe
-from zflock.zfs.types import Bookmark, Capabilities, Dataset, PoolInfo, Snapshot
+from zflock.zfs.types import (
+    Bookmark,
+    Capabilities,
+    Dataset,
+    PoolInfo,
+    ResumeTokenInfo,
+    Snapshot,
+)
 
 __all__ = [
     "Bookmark",
@@ -52,6 +59,7 @@ __all__ = [
     "PermissionDenied",
     "PoolInfo",
     "ReceiveStream",
+    "ResumeTokenInfo",
     "Runner",
     "SendStream",
     "Snapshot",

@@ -36,6 +36,7 @@ from zflock.zfs.parse import (
     format_properties,
     parse_get,
     parse_names,
+    parse_resume_token_contents,
     parse_send_estimate,
     parse_snapshots,
     property_or_none,
@@ -43,7 +44,14 @@ from zflock.zfs.parse import (
 from zflock.zfs.probe import probe_capabilities
 from zflock.zfs.runner import Runner
 from zflock.zfs.streams import ReceiveStream, SendStream
-from zflock.zfs.types import Bookmark, Capabilities, Dataset, PoolInfo, Snapshot
+from zflock.zfs.types import (
+    Bookmark,
+    Capabilities,
+    Dataset,
+    PoolInfo,
+    ResumeTokenInfo,
+    Snapshot,
+)
 
 # zfs-fuse refuses `zfs mount` for about a second after `zfs unmount` of the
 # same dataset ("mountpoint or dataset is busy"); retry for a few seconds.
@@ -67,6 +75,13 @@ def _validate_properties(properties: Mapping[str, str]) -> None:
         validate_property_value(key, value)
 
 
+def validate_resume_token(token: str) -> str:
+    """A token comes from another node: never let it pass for an option or be empty."""
+    if not token or token.startswith("-") or any(c.isspace() for c in token):
+        raise InvalidName(f"invalid resume token {token!r}")
+    return token
+
+
 def send_argv(
     snapshot: str,
     *,
@@ -80,13 +95,7 @@ def send_argv(
     if resume_token is not None:
         if base is not None or intermediates or replicate or props:
             raise InvalidName("a resumed send takes its options from the token; give no others")
-        if (
-            not resume_token
-            or resume_token.startswith("-")
-            or any(c.isspace() for c in resume_token)
-        ):
-            raise InvalidName(f"invalid resume token {resume_token!r}")
-        return ["zfs", "send", "-t", resume_token]
+        return ["zfs", "send", "-t", validate_resume_token(resume_token)]
     validate_snapshot_name(snapshot)
     argv = ["zfs", "send"]
     if replicate:
@@ -474,7 +483,20 @@ class Zfs:
         validate_dataset_name(dataset)
         if not (await self.capabilities()).resume_tokens:
             return None
-        return (await self.get(dataset, ["receive_resume_token"]))["receive_resume_token"]
+        token = (await self.get(dataset, ["receive_resume_token"]))["receive_resume_token"]
+        return token if token and token != "-" else None
+
+    async def describe_resume_token(self, token: str) -> ResumeTokenInfo | None:
+        """Decode a resume token (`zfs send -nvt`): which snapshot it completes, from where.
+
+        Works on either side: the contents are printed before ZFS looks for the
+        snapshot, so the exit status (non-zero where the snapshot is not local)
+        is ignored. None if this ZFS cannot decode it.
+        """
+        argv = ["zfs", "send", "-n", "-v", "-t", validate_resume_token(token)]
+        await self._require("resume_tokens", argv)
+        done = await self.runner.run(argv, check=False)
+        return parse_resume_token_contents(done.stdout_text)
 
     async def abort_resumable_receive(self, dataset: str) -> None:
         """Discard the partial state of an interrupted `receive -s` (`zfs receive -A`)."""

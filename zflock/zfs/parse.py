@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from zflock.zfs.errors import ZfsError
-from zflock.zfs.types import PoolInfo, Snapshot
+from zflock.zfs.types import PoolInfo, ResumeTokenInfo, Snapshot
 
 GET_FIELDS = "name,property,source,value"
 SNAPSHOT_PROPERTIES = ("guid", "createtxg", "creation", "used", "referenced")
@@ -185,6 +185,39 @@ def parse_send_estimate(text: str) -> int | None:
         if len(parts) >= 2 and parts[0] == "size" and parts[-1].strip().isdigit():
             size = int(parts[-1].strip())
     return size
+
+
+_TOKEN_FIELD = re.compile(r"^\s*(toguid|toname|fromguid|bytes)\s*=\s*(\S+)\s*$")
+
+
+def parse_resume_token_contents(text: str) -> ResumeTokenInfo | None:
+    """The fields of `zfs send -nvt TOKEN`'s "resume token contents:" listing.
+
+    None when the listing is absent or lacks `toguid`/`toname` (not a token
+    this ZFS could decode). Numbers are printed in hex ("0xe55f9acf9099d393").
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _TOKEN_FIELD.match(line)
+        if m:
+            fields.setdefault(m[1], m[2])
+
+    def number(key: str) -> int | None:
+        value = fields.get(key)
+        if value is None:
+            return None
+        try:
+            return int(value, 0)
+        except ValueError:
+            return None
+
+    to_guid = number("toguid")
+    if to_guid is None or "toname" not in fields:
+        return None
+    return ResumeTokenInfo(
+        to_guid=to_guid, to_name=fields["toname"], from_guid=number("fromguid"),
+        bytes=number("bytes"),
+    )  # fmt: skip
 
 
 def format_properties(flag: str, properties: Mapping[str, str]) -> list[str]:

@@ -47,6 +47,16 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class ResumeTokenInfo:
+    """What a `receive_resume_token` says (decoded by `zfs send -nvt`)."""
+
+    to_guid: int  # the snapshot the interrupted stream was bringing
+    to_name: str  # its full name on the *sending* node
+    from_guid: int | None  # the incremental base; None for a full stream
+    bytes: int | None  # how much had arrived when it stopped
+
+
+@dataclass(frozen=True)
 class Capabilities:
     implementation: str  # "zfs-fuse" | "openzfs"
     version: str | None  # e.g. "2.1.11"; None for zfs-fuse
