@@ -149,11 +149,14 @@ def test_a_second_move_of_the_same_volume_is_refused(agent_lab: AgentLab) -> Non
     lab = agent_lab
     create_with_data(lab, "busy", mib=1)
     flag = Path(f"/tmp/zflock-test-busy-{lab.state.name}")
-    # The first move's pre-hook waits until the test lets it go.
-    hook = f"sh -c 'while [ ! -e {flag} ]; do sleep 0.05; done'"
+    started = flag.with_name(flag.name + "-hook")
+    # The first move's pre-hook says it runs, then waits until the test lets it go:
+    # from then on nothing changes (pre-copy is over, fencing comes after the hook).
+    hook = f"sh -c 'touch {started}; while [ ! -e {flag} ]; do sleep 0.05; done'"
     first = start_move(lab, "busy", "node2", "--pre-hook", hook)
     try:
-        wait_until("the first move to start", lambda: bool(running_jobs(lab, "busy")))
+        wait_until("the first move's pre-hook", started.exists)
+        assert running_jobs(lab, "busy")
         before = lab.zfs_state()
         r = move(lab, "busy", "node2")
         assert r.returncode == 1, r.stdout
@@ -164,6 +167,7 @@ def test_a_second_move_of_the_same_volume_is_refused(agent_lab: AgentLab) -> Non
         flag.touch()
         out, err = first.communicate(timeout=patience(120))
         flag.unlink()
+        started.unlink(missing_ok=True)
     assert first.returncode == 0, err
     assert json.loads(out)["epoch"] == 2
 
