@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
 # A stuck guest must not eat CI's 90 minutes: the runner kills it after this.
-export ZFLOCK_VM_TIMEOUT=${ZFLOCK_VM_TIMEOUT:-1500}
+export ZFLOCK_VM_TIMEOUT=${ZFLOCK_VM_TIMEOUT:-1800}
 status=0
 python3 tests/openzfs-vm/run --zfs "${ZFLOCK_CI_OPENZFS:-2.1}" || status=$?
 echo "openzfs-vm: CI step took $(($(date +%s) - started)) s (image build included if it ran)"
