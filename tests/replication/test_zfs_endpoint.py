@@ -1,0 +1,114 @@
+"""The replication endpoints against real ZFS, without agents: an interrupted *first*
+receive on OpenZFS (the partial stream kept as the dataset itself, never stamped).
+
+The receiver must see whose it is (the token's target GUID), resume into it or
+discard it, and nothing else; the sender must resume only its own dataset's
+streams, whatever token a peer hands it. zfs-fuse has no resumable receive, so
+these skip there because the probe says so (and fail if the OpenZFS tier lacks it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import ZfsNode
+from tests.zfs.test_openzfs_features import guid, need, send_bytes
+from zflock.errors import ZflockError
+from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
+from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
+from zflock.zfs import ZfsError
+
+IDENTITY = SourceIdentity(volume="vol", volume_id="id-vol", epoch=1, origin="a", node="a")
+
+
+async def cut_first_receive(src: ZfsNode, dst: ZfsNode, snapshot: str, target: str) -> str:
+    """Receive half of `snapshot`'s full stream into `target` with -s; its resume token."""
+    stream = await send_bytes(src, snapshot)
+    with pytest.raises(ZfsError):
+        async with dst.zfs.receive(target, resumable=True) as recv:
+            await recv.write(stream[: len(stream) // 2])
+    token = await dst.zfs.resume_token(target)
+    assert token
+    return token
+
+
+async def chunks_of(sender: ZfsSender, header: StepHeader) -> AsyncIterator[bytes]:
+    async with sender.send(header) as stream:
+        async for chunk in stream:
+            yield chunk
+
+
+async def test_unstamped_partial_first_receive_is_resumed_and_stamped(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    src, dst = zfs_pair
+    await need(dst, "resume_tokens")
+    vol, target = f"{src_root}/vol", f"{dst_root}/vol"
+    await src.zfs.create(vol)
+    src.path(vol, "data.bin").write_bytes(os.urandom(2_000_000))
+    await src.zfs.snapshot(vol, "s1")
+    token = await cut_first_receive(src, dst, f"{vol}@s1", target)
+
+    receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/vol-mnt", "b")
+    state = await receiver.state()
+    assert (state.managed_volume, state.snapshots) == (None, ())
+    assert state.resume_to_guid == await guid(src, vol, "s1")
+
+    header = StepHeader(kind="resume", to=None, token=token, resumable=True)
+    result = await receiver.receive(
+        IDENTITY, header, chunks_of(ZfsSender(src.zfs, vol, "a"), header)
+    )
+    assert result.guid == await guid(src, vol, "s1")
+    props = await dst.zfs.get(target, ["zflock:volume", "zflock:id", "zflock:role", "readonly"])
+    assert props == {"zflock:volume": "vol", "zflock:id": "id-vol", "zflock:role": "replica",
+                     "readonly": "on"}  # fmt: skip
+
+
+async def test_unstamped_partial_first_receive_can_be_discarded(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    src, dst = zfs_pair
+    await need(dst, "resume_tokens")
+    src.path(src_root, "data.bin").write_bytes(os.urandom(1_000_000))
+    await src.zfs.snapshot(src_root, "s1")
+    target = f"{dst_root}/vol"
+    await cut_first_receive(src, dst, f"{src_root}@s1", target)
+    receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/vol-mnt", "b")
+    await receiver.prepare(IDENTITY, Cleanup(abort_partial_receive=True))
+    assert not await dst.zfs.exists(target)
+
+
+async def test_a_foreign_dataset_is_never_taken_for_a_partial_receive(
+    zfs_pair: tuple[ZfsNode, ZfsNode], dst_root: str
+) -> None:
+    _, dst = zfs_pair
+    await need(dst, "resume_tokens")
+    # Not ours and complete (no token): the partial-receive exception must not apply.
+    target = f"{dst_root}/other"
+    await dst.zfs.create(target)
+    receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/other-mnt", "b")
+    with pytest.raises(ZflockError, match="not a zflock replica"):
+        await receiver.prepare(IDENTITY, Cleanup(abort_partial_receive=True))
+    assert await dst.zfs.exists(target)
+
+
+async def test_sender_resumes_only_its_own_datasets_streams(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    src, dst = zfs_pair
+    await need(dst, "resume_tokens")
+    mine, other = f"{src_root}/mine", f"{src_root}/other"
+    for dataset in (mine, other):
+        await src.zfs.create(dataset)
+        src.path(dataset, "data.bin").write_bytes(os.urandom(1_000_000))
+        await src.zfs.snapshot(dataset, "s1")
+    token = await cut_first_receive(src, dst, f"{other}@s1", f"{dst_root}/x")
+    header = StepHeader(kind="resume", to=None, token=token, resumable=True)
+    # A peer hands `mine`'s sender a token for `other`: refused before anything is sent.
+    with pytest.raises(ZflockError, match=r"refusing to resume a stream of .*other@s1"):
+        async with ZfsSender(src.zfs, mine, "a").send(header):
+            pass
+    assert [c async for c in chunks_of(ZfsSender(src.zfs, other, "a"), header)]
