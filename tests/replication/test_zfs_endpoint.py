@@ -9,30 +9,17 @@ these skip there because the probe says so (and fail if the OpenZFS tier lacks i
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.conftest import ZfsNode
-from tests.zfs.test_openzfs_features import guid, need, send_bytes
+from tests.zfsstreams import cut_resumable_receive, guid, need, random_snapshot
 from zflock.errors import ZflockError
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
-from zflock.zfs import ZfsError
 
 IDENTITY = SourceIdentity(volume="vol", volume_id="id-vol", epoch=1, origin="a", node="a")
-
-
-async def cut_first_receive(src: ZfsNode, dst: ZfsNode, snapshot: str, target: str) -> str:
-    """Receive half of `snapshot`'s full stream into `target` with -s; its resume token."""
-    stream = await send_bytes(src, snapshot)
-    with pytest.raises(ZfsError):
-        async with dst.zfs.receive(target, resumable=True) as recv:
-            await recv.write(stream[: len(stream) // 2])
-    token = await dst.zfs.resume_token(target)
-    assert token
-    return token
 
 
 async def chunks_of(sender: ZfsSender, header: StepHeader) -> AsyncIterator[bytes]:
@@ -48,9 +35,8 @@ async def test_unstamped_partial_first_receive_is_resumed_and_stamped(
     await need(dst, "resume_tokens")
     vol, target = f"{src_root}/vol", f"{dst_root}/vol"
     await src.zfs.create(vol)
-    src.path(vol, "data.bin").write_bytes(os.urandom(2_000_000))
-    await src.zfs.snapshot(vol, "s1")
-    token = await cut_first_receive(src, dst, f"{vol}@s1", target)
+    await random_snapshot(src, vol, 2_000_000)
+    _, token = await cut_resumable_receive(src, f"{vol}@s1", dst, target)
 
     receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/vol-mnt", "b")
     state = await receiver.state()
@@ -72,10 +58,9 @@ async def test_unstamped_partial_first_receive_can_be_discarded(
 ) -> None:
     src, dst = zfs_pair
     await need(dst, "resume_tokens")
-    src.path(src_root, "data.bin").write_bytes(os.urandom(1_000_000))
-    await src.zfs.snapshot(src_root, "s1")
+    await random_snapshot(src, src_root, 1_000_000)
     target = f"{dst_root}/vol"
-    await cut_first_receive(src, dst, f"{src_root}@s1", target)
+    await cut_resumable_receive(src, f"{src_root}@s1", dst, target)
     receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/vol-mnt", "b")
     await receiver.prepare(IDENTITY, Cleanup(abort_partial_receive=True))
     assert not await dst.zfs.exists(target)
@@ -103,9 +88,8 @@ async def test_sender_resumes_only_its_own_datasets_streams(
     mine, other = f"{src_root}/mine", f"{src_root}/other"
     for dataset in (mine, other):
         await src.zfs.create(dataset)
-        src.path(dataset, "data.bin").write_bytes(os.urandom(1_000_000))
-        await src.zfs.snapshot(dataset, "s1")
-    token = await cut_first_receive(src, dst, f"{other}@s1", f"{dst_root}/x")
+        await random_snapshot(src, dataset, 1_000_000)
+    _, token = await cut_resumable_receive(src, f"{other}@s1", dst, f"{dst_root}/x")
     header = StepHeader(kind="resume", to=None, token=token, resumable=True)
     # A peer hands `mine`'s sender a token for `other`: refused before anything is sent.
     with pytest.raises(ZflockError, match=r"refusing to resume a stream of .*other@s1"):

@@ -14,36 +14,18 @@ import os
 
 import pytest
 
-from tests.conftest import ZfsNode, native_zfs_tier
-from zflock.zfs import DatasetBusy, InvalidName, Unsupported, ZfsError, pipe
+from tests.conftest import ZfsNode
+from tests.zfsstreams import (
+    cut_resumable_receive,
+    guid,
+    need,
+    random_snapshot,
+    send_bytes,
+    tree,
+)
+from zflock.zfs import DatasetBusy, InvalidName, Unsupported, pipe
 
 FEATURES = ("resume_tokens", "receive_unmounted", "send_estimates", "holds", "bookmarks")
-
-
-async def need(node: ZfsNode, feature: str) -> None:
-    caps = await node.zfs.capabilities()
-    if getattr(caps, feature):
-        return
-    if native_zfs_tier():
-        pytest.fail(f"OpenZFS tier, but the probe says {feature} is unsupported: {caps}")
-    pytest.skip(f"{caps.implementation} lacks {feature} (capability probe)")
-
-
-async def send_bytes(node: ZfsNode, snapshot: str, base: str | None = None) -> bytes:
-    out = bytearray()
-    async with node.zfs.send(snapshot, base=base) as stream:
-        async for chunk in stream:
-            out += chunk
-    return bytes(out)
-
-
-def tree(node: ZfsNode, dataset: str) -> dict[str, bytes]:
-    root = node.path(dataset)
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-async def guid(node: ZfsNode, dataset: str, snapname: str) -> int:
-    return next(s.guid for s in await node.zfs.list_snapshots(dataset) if s.name == snapname)
 
 
 async def test_resume_after_cut_stream(
@@ -53,17 +35,10 @@ async def test_resume_after_cut_stream(
     await need(dst, "resume_tokens")
     vol, target = f"{src_root}/vol", f"{dst_root}/vol"
     await src.zfs.create(vol)
-    src.path(vol, "data.bin").write_bytes(os.urandom(2_000_000))
-    await src.zfs.snapshot(vol, "s1")
-    stream = await send_bytes(src, f"{vol}@s1")
-
+    await random_snapshot(src, vol, 2_000_000)
     # The connection "drops" half-way: the receive sees EOF and fails, but
     # with -s it keeps what arrived and offers a token to resume from.
-    with pytest.raises(ZfsError):
-        async with dst.zfs.receive(target, resumable=True) as recv:
-            await recv.write(stream[: len(stream) // 2])
-    token = await dst.zfs.resume_token(target)
-    assert token, "a cut resumable receive must leave a receive_resume_token"
+    stream, token = await cut_resumable_receive(src, f"{vol}@s1", dst, target)
     # Either side decodes which snapshot the token completes: the destination to
     # prove an unstamped partial receive is this volume's, the source to refuse a
     # token for any other dataset.
@@ -87,14 +62,9 @@ async def test_abort_resumable_receive_discards_partial_state(
 ) -> None:
     src, dst = zfs_pair
     await need(dst, "resume_tokens")
-    src.path(src_root, "data.bin").write_bytes(os.urandom(1_000_000))
-    await src.zfs.snapshot(src_root, "s1")
-    stream = await send_bytes(src, f"{src_root}@s1")
+    await random_snapshot(src, src_root, 1_000_000)
     target = f"{dst_root}/cut"
-    with pytest.raises(ZfsError):
-        async with dst.zfs.receive(target, resumable=True) as recv:
-            await recv.write(stream[: len(stream) // 3])
-    assert await dst.zfs.resume_token(target)
+    await cut_resumable_receive(src, f"{src_root}@s1", dst, target, fraction=1 / 3)
     await dst.zfs.abort_resumable_receive(target)
     assert not await dst.zfs.exists(target)
 

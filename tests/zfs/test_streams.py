@@ -8,6 +8,7 @@ import os
 import pytest
 
 from tests.conftest import ZfsNode
+from tests.zfsstreams import tree
 from zflock.lab.zfsfuse import pid_alive
 from zflock.zfs import (
     DatasetExists,
@@ -28,13 +29,6 @@ async def transfer(src: ZfsNode, snapshot: str, dst: ZfsNode, target: str, **kwa
         src.zfs.send(snapshot, base=base, intermediates=intermediates),  # type: ignore[arg-type]
         dst.zfs.receive(target, **kwargs),  # type: ignore[arg-type]
     )
-
-
-def tree(node: ZfsNode, dataset: str) -> dict[str, bytes]:
-    root = node.path(dataset)
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
 
 
 async def test_full_then_incremental_i_and_big_i(

@@ -136,17 +136,12 @@ class ZfsReceiver:
     # -- looking ------------------------------------------------------------------
 
     async def state(self) -> ReplicaInfo:
-        caps = await self.zfs.capabilities()
         if not await self.zfs.exists(self.dataset):
             return ReplicaInfo(exists=False, label=f"{self.node}:{self.dataset}")
-        wanted = list(ZFLOCK_PROPERTIES)
-        if caps.resume_tokens:
-            wanted.append("receive_resume_token")
-        props = await self.zfs.get(self.dataset, wanted)
+        props = await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES)
         written = await self._written()
         epoch = props.get("zflock:epoch")
-        token = props.get("receive_resume_token")
-        token = token if token and token != "-" else None
+        token = await self.zfs.resume_token(self.dataset)  # None where ZFS cannot resume
         # The snapshot the token completes: the planner's proof that an unstamped
         # partial first receive (OpenZFS keeps it as the dataset itself) is ours.
         decoded = await self.zfs.describe_resume_token(token) if token else None
@@ -231,8 +226,10 @@ class ZfsReceiver:
     # -- changing -----------------------------------------------------------------
 
     async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None:
-        partial = cleanup.abort_partial_receive
-        if await self._check(source, may_be_absent=False, may_be_partial=partial) is None:
+        owner = await self._check(
+            source, may_be_absent=False, may_be_partial=cleanup.abort_partial_receive
+        )
+        if owner is None:  # an unstamped partial first receive (see _check)
             log.warning("%s: discarding an interrupted first receive", self.dataset)
             await self.zfs.abort_resumable_receive(self.dataset)
             return
