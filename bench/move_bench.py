@@ -23,7 +23,7 @@ size it:
 
 It reports per size: downtime p50 and max, total move time p50, pre-copy
 rounds, and zflock's full-send throughput against the raw pipeline as a
-ratio of medians; and whether DESIGN.md's targets are met (a miss is reported, it does
+ratio of medians; and whether the targets of docs/design.md are met (a miss is reported, it does
 not fail the run). Results are printed and written as markdown to --out.
 
 Everything runs as separate processes, as an operator would type them: the
@@ -57,7 +57,7 @@ DEFAULT_SIZES = "64M,1G"
 HUGE_SIZE = "2G"
 MIB = 1 << 20
 
-# DESIGN.md "Performance targets".
+# docs/design.md "Performance targets".
 TARGET_DOWNTIME_S = 1.0
 TARGET_DOWNTIME_RATIO = 1.5
 TARGET_THROUGHPUT_RATIO = 0.95
@@ -184,7 +184,7 @@ class Target:
 
 
 def evaluate(results: Sequence[SizeResult]) -> list[Target]:
-    """DESIGN.md's targets against the measurements (a miss is reported, never raised)."""
+    """the targets of docs/design.md against the measurements (a miss is reported, never raised)."""
     targets = []
     for r in results:
         targets.append(
@@ -283,7 +283,7 @@ def render_report(
     machine_lines = "\n".join(f"- {k}: {v}" for k, v in machine.items())
     return f"""# Move benchmark
 
-Measured by `bench/move_bench.py` (issue 5, DESIGN.md "Performance
+Measured by `bench/move_bench.py` (issue 5, docs/design.md "Performance
 targets"), in one run on one machine. Every figure below comes from that
 run; rerun the command to replace them.
 

@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, enforced: each package of zflock imports only what it may.
+"""The layers of docs/design.md, enforced: each package of zflock imports only what it may.
 
 Read with `ast` (nothing is imported), so a forbidden import fails here with
 the file and line, instead of slowly eroding the design. The exceptions are

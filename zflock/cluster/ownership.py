@@ -1,6 +1,6 @@
 """The ownership model, stored on each copy of a volume as ZFS user properties.
 
-The truth about a volume lives on the volume (DESIGN.md: "State lives in
+The truth about a volume lives on the volume (docs/design.md: "State lives in
 ZFS"), so an agent restart or a lost CLI never loses it and `zfs get all`
 shows it to an operator:
 

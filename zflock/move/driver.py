@@ -2,7 +2,7 @@
 
 Runs in the source's agent as a job. Decisions come from converge.py and
 recovery.py (pure); this module only sequences them and keeps the safety
-invariants of DESIGN.md:
+invariants of docs/design.md:
 
 1. One writable copy: the source is fenced (`readonly=on`) before the
    destination is asked to promote, and is made writable again only when
