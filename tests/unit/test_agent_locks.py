@@ -44,3 +44,49 @@ async def test_second_operation_waits_its_turn() -> None:
     release.set()
     await asyncio.gather(t1, t2)
     assert order == ["first in", "first out", "second in"]
+
+
+async def test_the_table_forgets_every_volume_nobody_holds_or_waits_for() -> None:
+    """A client naming thousands of volumes must not grow the agent's memory for good."""
+    locks = VolumeLocks()
+    for i in range(5000):
+        async with locks.hold(f"vol{i}", "snapshot", wait=False):
+            assert len(locks) == 1
+    assert len(locks) == 0
+
+    # Held, waited for, refused and cancelled in every mix: empty once all are done.
+    release = asyncio.Event()
+
+    async def hold(name: str) -> None:
+        async with locks.hold(name, "hold", wait=True):
+            await release.wait()
+
+    holders = [asyncio.create_task(hold(f"busy{i % 50}")) for i in range(200)]
+    await asyncio.sleep(0.01)
+    assert len(locks) == 50  # one entry per name, however many wait for it
+    with pytest.raises(VolumeBusy):
+        await locks.acquire("busy0", "refused", wait=False)
+    for task in holders[150:]:  # some waiters give up (a client went away)
+        task.cancel()
+    release.set()
+    results = await asyncio.gather(*holders, return_exceptions=True)
+    assert all(r is None or isinstance(r, asyncio.CancelledError) for r in results)
+    assert len(locks) == 0 and locks.holder("busy0") is None
+
+
+async def test_a_waiter_keeps_the_entry_while_the_holder_leaves() -> None:
+    """Dropping an entry that someone still waits on would let two operations in at once."""
+    locks = VolumeLocks()
+    inside = 0
+    most = 0
+
+    async def op() -> None:
+        nonlocal inside, most
+        async with locks.hold("web", "op", wait=True):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0)
+            inside -= 1
+
+    await asyncio.gather(*(op() for _ in range(100)))
+    assert most == 1 and len(locks) == 0

@@ -4,6 +4,10 @@ The agent is the only writer of its node's ZFS state, so serialising per
 volume here is enough to make "snapshot while destroying" impossible. A
 request either waits for the running operation or fails at once, by its
 `wait` flag.
+
+The table holds an entry only while someone holds or waits for a volume's
+lock: names come from clients, and a client asking for a million different
+names must not leave a million locks behind.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
 from zflock.errors import ZflockError
 
@@ -23,25 +28,48 @@ class VolumeBusy(ZflockError):
         self.volume = volume
 
 
+@dataclass
+class _Entry:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting: the entry goes when this falls to 0
+    holder: str | None = None
+
+
 class VolumeLocks:
     def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._holders: dict[str, str] = {}
+        self._entries: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        """Volumes with a holder or a waiter (the size of the table)."""
+        return len(self._entries)
 
     def holder(self, volume: str) -> str | None:
-        return self._holders.get(volume)
+        entry = self._entries.get(volume)
+        return entry.holder if entry else None
 
     async def acquire(self, volume: str, operation: str, *, wait: bool) -> None:
         """Take the volume's lock for a job that outlives the request (release() when done)."""
-        lock = self._locks.setdefault(volume, asyncio.Lock())
-        if lock.locked() and not wait:
-            raise VolumeBusy(volume, self._holders.get(volume, "unknown"))
-        await lock.acquire()
-        self._holders[volume] = operation
+        entry = self._entries.setdefault(volume, _Entry())
+        if entry.lock.locked() and not wait:
+            raise VolumeBusy(volume, entry.holder or "unknown")
+        entry.users += 1
+        try:
+            await entry.lock.acquire()
+        except BaseException:  # cancelled while waiting: no longer a user
+            self._leave(volume, entry)
+            raise
+        entry.holder = operation
 
     def release(self, volume: str) -> None:
-        self._holders.pop(volume, None)
-        self._locks[volume].release()
+        entry = self._entries[volume]
+        entry.holder = None
+        entry.lock.release()
+        self._leave(volume, entry)
+
+    def _leave(self, volume: str, entry: _Entry) -> None:
+        entry.users -= 1
+        if entry.users == 0:
+            del self._entries[volume]
 
     @asynccontextmanager
     async def hold(self, volume: str, operation: str, *, wait: bool) -> AsyncIterator[None]:
