@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from zflock.agent.hooks import HookFailed, run_hook, run_hooks, validate_hook
+from zflock.agent.hooks import OUTPUT_TAIL, HookFailed, run_hook, run_hooks, validate_hook
 from zflock.errors import UsageError
 
 
@@ -94,3 +95,57 @@ def test_the_hook_environment_drops_inherited_zflock_variables(
     env = hook_env("rollback", CONTEXT)
     assert "ZFLOCK_CLUSTER" not in env and env["ZFLOCK_HOOK"] == "rollback"
     assert env["PATH"] == os.environ["PATH"]
+
+
+# 50 MiB of output without a newline, then two short lines: a chatty hook.
+CHATTY = "head -c 52428800 /dev/zero | tr '\\0' x; echo; echo the end; exit {code}"
+
+
+async def _peak_memory_of(hook: object) -> int:
+    """Peak bytes Python allocated while awaiting `hook` (tracemalloc, not time)."""
+    tracemalloc.start()
+    try:
+        await hook  # type: ignore[misc]
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak
+
+
+async def test_a_chatty_hook_finishes_and_only_its_tail_is_kept() -> None:
+    kept: list[str] = []
+
+    async def hook() -> None:
+        kept.append(
+            await run_hook("post_cutover", ["sh", "-c", CHATTY.format(code=0)], CONTEXT, 120)
+        )
+
+    peak = await _peak_memory_of(hook())
+    [out] = kept
+    assert len(out) == OUTPUT_TAIL and out.endswith("x\nthe end\n")
+    # The whole output was drained (the hook exited) without holding it: 50 MiB
+    # read, a few times the 64 KiB tail at most in memory at once.
+    assert peak < 16 * OUTPUT_TAIL, peak
+
+
+async def test_a_chatty_failing_hook_reports_its_tail() -> None:
+    failure: list[HookFailed] = []
+
+    async def hook() -> None:
+        try:
+            await run_hook("pre_cutover", ["sh", "-c", CHATTY.format(code=3)], CONTEXT, 120)
+        except HookFailed as exc:
+            failure.append(exc)
+
+    peak = await _peak_memory_of(hook())
+    [exc] = failure
+    assert str(exc).endswith("exited 3: the end") and "\n" not in str(exc)  # one line
+    assert len(exc.output) == OUTPUT_TAIL and exc.output.endswith("xxx\nthe end\n")
+    assert peak < 16 * OUTPUT_TAIL, peak
+
+
+async def test_a_hook_that_times_out_still_reports_what_it_printed() -> None:
+    script = "echo started; echo working >&2; sleep 60"
+    with pytest.raises(HookFailed, match=r"timed out after 1 s") as e:
+        await run_hook("rollback", ["sh", "-c", script], CONTEXT, 1)
+    assert e.value.output == "started\nworking\n"
