@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import asyncssh
 
+from zflock.agent.docker.plugin import DockerPlugin
 from zflock.agent.handlers import Call, Handlers
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.notify import sd_notify
@@ -130,6 +131,8 @@ class Agent:
         self.locks = VolumeLocks()
         self.handlers = Handlers(config, self.zfs, self.locks)
         self._ops = self.handlers.table()
+        self.docker = DockerPlugin(config, self.handlers)
+        self._ops.update(self.docker.operations())
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -179,6 +182,7 @@ class Agent:
             self.config.node,
             self.config.pool_root,
         )
+        await self.docker.start()
         # A move cut short by a crash left a marker on the source: finish or undo it.
         await self.handlers.moves.recover_all()
 
@@ -202,6 +206,7 @@ class Agent:
         log.info("stopping: %d operation(s) running", len(running))
         if self._server is not None:
             self._server.close()
+        await self.docker.stop()
         for task in list(self.handlers.moves.background):
             task.cancel()  # recovery retries: the marker stays, the next start resumes them
         if running:

@@ -30,6 +30,7 @@ DEFAULT_CLUSTER_FILE = Path("/etc/zflock/cluster.toml")
 CLUSTER_ENV = "ZFLOCK_CLUSTER"
 DEFAULT_PORT = 7744
 DEFAULT_MOUNT_ROOT = "/zflock"
+DEFAULT_DOCKER_SOCKET = Path("/run/docker/plugins/zflock.sock")
 
 # Node names appear in logs, properties and SSH usernames: keep them to
 # hostname characters. Validated here, at the edge, before any use.
@@ -77,6 +78,11 @@ class AgentConfig:
     allow_client_hooks: bool = False
     hooks: HookConfig = field(default_factory=HookConfig)
     volume_hooks: Mapping[str, HookConfig] = field(default_factory=dict)
+    # The Docker volume plugin (docs/docker.md): on by default, root-only socket.
+    docker_plugin: bool = True
+    docker_socket: Path = DEFAULT_DOCKER_SOCKET
+    # How long a Docker Mount waits for a move before answering (Docker gives up at ~30 s).
+    docker_mount_timeout: float = 20.0
     source: Path | None = None
 
     def dataset(self, volume: str) -> str:
@@ -252,8 +258,13 @@ def load_agent_config(path: Path = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         allow_client_hooks=r.get("allow_client_hooks", bool, False),
         hooks=_hooks(path, hooks_table, "hooks."),
         volume_hooks=volume_hooks,
+        docker_plugin=r.get("docker_plugin", bool, True),
+        docker_socket=_resolve(path, r.get("docker_socket", str, str(DEFAULT_DOCKER_SOCKET))),
+        docker_mount_timeout=r.get("docker_mount_timeout", float, 20.0),
         source=path,
     )
+    if not 1 <= config.docker_mount_timeout <= 25:
+        raise r.error("docker_mount_timeout", "must be 1-25 s (Docker gives up after about 30 s)")
     r.finish()
     return config
 

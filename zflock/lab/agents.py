@@ -38,6 +38,11 @@ def agent_dir(node: NodeState) -> Path:
     return node.dir / "agent"
 
 
+def docker_plugin_dir(node: NodeState) -> Path:
+    """Where the node's agent serves the Docker plugin (bound over /run/docker/plugins)."""
+    return agent_dir(node) / "docker-plugins"
+
+
 def cluster_file(state: LabState) -> Path:
     return state.dir / "cluster.toml"
 
@@ -62,6 +67,8 @@ def render_agent_toml(state: LabState, node: NodeState, port: int) -> str:
         "shutdown_grace = 10.0",
         "# The lab's operator is root on every node anyway: let `zflock move --pre-hook` work.",
         "allow_client_hooks = true",
+        "# Per node, never the host's /run/docker/plugins (tests/docker binds it there).",
+        f"docker_socket = {_toml_str(str(docker_plugin_dir(node) / 'zflock.sock'))}",
     ]
     return "\n".join(lines) + "\n"
 

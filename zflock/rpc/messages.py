@@ -271,6 +271,22 @@ class MoveResolution:
     status: str  # "promoted" | "aborted"
 
 
+# -- docker plugin ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DockerMountsRequest:
+    name: str
+
+
+@dataclass(frozen=True)
+class DockerMounts:
+    """Who holds a volume mounted through this node's Docker plugin (docs/docker.md)."""
+
+    node: str
+    holders: list[str]  # Docker's mount IDs, also those of a Mount still moving the volume here
+
+
 OPERATIONS: dict[str, tuple[type, type]] = {
     "node_info": (Empty, NodeInfo),
     "list_volumes": (ListVolumes, VolumeList),
@@ -285,4 +301,5 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "move": (Move, MoveReport),
     "promote_replica": (PromoteRequest, Promotion),
     "resolve_move": (ResolveMove, MoveResolution),
+    "docker_mounts": (DockerMountsRequest, DockerMounts),
 }

@@ -1,0 +1,172 @@
+"""Docker's legacy volume plugin protocol, served by aiohttp on a root-only unix socket.
+
+Docker finds the plugin by its socket in /run/docker/plugins (the default
+`docker_socket` in agent.toml) and POSTs JSON to /Plugin.Activate and
+/VolumeDriver.*. Every answer is 200 with a JSON body; a refusal is
+`{"Err": "one line"}`, which the docker CLI prints as the error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from zflock.agent.docker.model import DockerError, caller_id, parse_options, volume_name
+from zflock.agent.docker.service import DockerVolumes
+from zflock.errors import ZflockError
+
+log = logging.getLogger("zflock.agent.docker")
+CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class PluginSocketBusy(ZflockError):
+    """Another live process serves the plugin socket."""
+
+
+def routes(service: DockerVolumes) -> dict[str, Handler]:
+    """Each endpoint: the request's JSON in, the answer's JSON out (DockerError -> Err)."""
+    here = service.config.node
+
+    async def activate(body: dict[str, Any]) -> dict[str, Any]:
+        return {"Implements": ["VolumeDriver"]}
+
+    async def capabilities(body: dict[str, Any]) -> dict[str, Any]:
+        # global: a volume name means the same volume on every node (Docker then
+        # asks this plugin, not its own cache, where a volume is).
+        return {"Capabilities": {"Scope": "global"}}
+
+    async def create(body: dict[str, Any]) -> dict[str, Any]:
+        name = volume_name(body.get("Name"))
+        await service.create(name, parse_options(body.get("Opts"), here))
+        return {"Err": ""}
+
+    async def remove(body: dict[str, Any]) -> dict[str, Any]:
+        await service.remove(volume_name(body.get("Name")))
+        return {"Err": ""}
+
+    async def mount(body: dict[str, Any]) -> dict[str, Any]:
+        name, ident = volume_name(body.get("Name")), caller_id(body.get("ID"))
+        return {"Mountpoint": await service.mount(name, ident), "Err": ""}
+
+    async def unmount(body: dict[str, Any]) -> dict[str, Any]:
+        name, ident = volume_name(body.get("Name")), caller_id(body.get("ID"))
+        await service.unmount(name, ident)
+        return {"Err": ""}
+
+    async def path(body: dict[str, Any]) -> dict[str, Any]:
+        return {"Mountpoint": await service.path(volume_name(body.get("Name"))), "Err": ""}
+
+    async def get(body: dict[str, Any]) -> dict[str, Any]:
+        return {"Volume": await service.get(volume_name(body.get("Name"))), "Err": ""}
+
+    async def list_(body: dict[str, Any]) -> dict[str, Any]:
+        return {"Volumes": await service.list(), "Err": ""}
+
+    return {
+        "/Plugin.Activate": activate,
+        "/VolumeDriver.Capabilities": capabilities,
+        "/VolumeDriver.Create": create,
+        "/VolumeDriver.Remove": remove,
+        "/VolumeDriver.Mount": mount,
+        "/VolumeDriver.Unmount": unmount,
+        "/VolumeDriver.Path": path,
+        "/VolumeDriver.Get": get,
+        "/VolumeDriver.List": list_,
+    }
+
+
+def _answer(body: dict[str, Any]) -> web.Response:
+    return web.Response(text=json.dumps(body), content_type="application/json")
+
+
+def make_app(service: DockerVolumes) -> web.Application:
+    table = routes(service)
+
+    async def dispatch(request: web.Request) -> web.Response:
+        handler = table.get(request.path)
+        if handler is None:
+            return web.Response(status=404, text=json.dumps({"Err": "unknown endpoint"}))
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, UnicodeDecodeError):
+            return _answer({"Err": "request body is not JSON"})
+        if not isinstance(body, dict):
+            return _answer({"Err": "request body is not a JSON object"})
+        op = request.path.rsplit(".", 1)[-1]
+        volume = body.get("Name") if isinstance(body.get("Name"), str) else None
+        try:
+            answer = await handler(body)
+        except ZflockError as exc:
+            # One line for `docker`: a remote error's text names the node already.
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            level = logging.INFO if isinstance(exc, DockerError) else logging.WARNING
+            log.log(level, "docker %s refused: %s", op, message, extra={"volume": volume})
+            return _answer({"Err": message})
+        except Exception as exc:
+            log.exception("docker %s: internal error", op, extra={"volume": volume})
+            return _answer({"Err": f"internal error in zflock agent: {exc!r}"})
+        if op in ("Create", "Remove", "Mount", "Unmount"):
+            log.info("docker %s %s: ok", op, volume, extra={"volume": volume})
+        return _answer(answer)
+
+    app = web.Application(client_max_size=1 << 20)
+    app.router.add_post("/{endpoint}", dispatch)
+    return app
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """A unix socket only root can connect to; a stale socket file is replaced, a live one not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise PluginSocketBusy(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left by an agent that died
+        else:
+            raise PluginSocketBusy(f"another process serves {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # never world-connectable, not even between bind and chmod
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.setblocking(False)
+    return sock
+
+
+class PluginServer:
+    """The running plugin: start() after the agent's checks, stop() at shutdown."""
+
+    def __init__(self, service: DockerVolumes, path: Path) -> None:
+        self.path = path
+        self._runner = web.AppRunner(make_app(service), access_log=None)
+
+    async def start(self) -> None:
+        sock = bind_socket(self.path)
+        await self._runner.setup()
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        log.info("docker volume plugin on %s", self.path)
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
