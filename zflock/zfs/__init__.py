@@ -19,6 +19,7 @@ from zflock.zfs.errors import (
     StreamMismatch,
     Unsupported,
     ZfsError,
+    ZfsTimeout,
     classify_error,
 )
 from zflock.zfs.names import (
@@ -67,6 +68,7 @@ __all__ = [
     "Unsupported",
     "Zfs",
     "ZfsError",
+    "ZfsTimeout",
     "classify_error",
     "decide_capabilities",
     "pipe",

@@ -61,6 +61,12 @@ class NoMatchingSnapshot(StreamMismatch):
     """The incremental base is missing or is not the destination's most recent snapshot."""
 
 
+class ZfsTimeout(ZfsError):
+    """A command outlived its deadline (or a stream moved no bytes for too long); it was
+    killed by its PID. What it changed, if anything, is unknown: callers treat it as a
+    failure of that step and decide from their own state, never from a guess."""
+
+
 class PermissionDenied(ZfsError):
     """The caller may not run this command (not root, no delegation, socket refused)."""
 

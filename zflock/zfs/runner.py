@@ -4,6 +4,12 @@ The prefix puts the command where the node's ZFS lives: `nsenter --mount=...
 --` for a lab node's private zfs-fuse, nothing on a real host. nsenter execs
 the command (no fork for a mount namespace), so the PID we hold is the PID of
 `zfs` itself and killing it leaves nothing behind.
+
+Every command has a deadline, so a hung `zfs` (a wedged daemon, a pool that
+stopped answering) cannot hold its caller -- a fenced move source, a volume
+lock -- for ever: `run()` kills it by PID after `timeout` seconds and raises
+ZfsTimeout. Streams last as long as their data, so they get an inactivity
+deadline instead (`stall`: no byte moved for that long; streams.py applies it).
 """
 
 from __future__ import annotations
@@ -14,7 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zflock.zfs.errors import classify_error
+from zflock.zfs.errors import ZfsTimeout, classify_error
+
+# Seconds one command may take. Generous: a healthy command takes milliseconds
+# (zfs-fuse: a snapshot ~20 ms, LAB.md), a busy pool seconds; OpenZFS under
+# qemu's software emulation is ten times slower. A move's fenced steps have
+# their own, shorter deadlines (zflock.move.driver), which cancel the command
+# (and so kill it) sooner.
+DEFAULT_TIMEOUT = 120.0
+# Seconds a send or receive stream may move no byte before it counts as hung.
+DEFAULT_STALL = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,8 @@ async def kill_and_reap(proc: asyncio.subprocess.Process) -> None:
 @dataclass(frozen=True)
 class Runner:
     prefix: tuple[str, ...] = ()  # e.g. daemon.nsenter_prefix(); () when already on the node
+    timeout: float | None = DEFAULT_TIMEOUT  # per run(); None: no deadline
+    stall: float | None = DEFAULT_STALL  # per stream: seconds without a byte moved
 
     def full_argv(self, argv: Sequence[str]) -> list[str]:
         return [*self.prefix, *argv]
@@ -69,7 +86,11 @@ class Runner:
     async def run(
         self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True
     ) -> Completed:
-        """Run to completion; on failure (with check) raise the typed error from stderr."""
+        """Run to completion; on failure (with check) raise the typed error from stderr.
+
+        Past `self.timeout` seconds the process is killed (by its PID) and reaped, and
+        ZfsTimeout is raised. A caller's own deadline (a cancellation) kills it too.
+        """
         proc = await asyncio.create_subprocess_exec(
             *self.full_argv(argv),
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
@@ -77,7 +98,14 @@ class Runner:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            stdout, stderr = await proc.communicate(input)
+            async with asyncio.timeout(self.timeout):
+                stdout, stderr = await proc.communicate(input)
+        except TimeoutError:
+            await kill_and_reap(proc)
+            raise ZfsTimeout(
+                f"`{' '.join(argv)}` did not finish within {self.timeout:g} s; killed",
+                argv=argv,
+            ) from None
         except BaseException:
             await kill_and_reap(proc)
             raise

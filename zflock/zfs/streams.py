@@ -9,6 +9,12 @@ cancellation, `abort()`, or just not reading to the end) kills it by its PID,
 closes our ends of its pipes and reaps it. Closing the pipes matters for
 zfs-fuse, whose daemon (not the `zfs` client) reads and writes the stream
 through the passed file descriptors: only EOF/EPIPE on them stops it.
+
+A stream lasts as long as its data, so it has no overall deadline; instead
+each wait on the process (a read, a drain, the exit after EOF) must see
+progress within the runner's `stall` seconds, or the stream is killed and
+ZfsTimeout raised. A slow reader or writer on *our* side does not count:
+only time spent waiting for `zfs` does.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 
-from zflock.zfs.errors import ZfsError, classify_error
+from zflock.zfs.errors import ZfsError, ZfsTimeout, classify_error
 from zflock.zfs.runner import Runner, close_transport, kill_and_reap
 
 STDERR_KEEP = 64 * 1024
@@ -91,10 +98,26 @@ class _Stream:
             return ""
         return data.decode("utf-8", errors="replace")
 
+    @asynccontextmanager
+    async def _progress(self, waiting_for: str) -> AsyncIterator[None]:
+        """Bound one wait on the process by the runner's `stall`: past it, kill the
+        process (by PID) and raise ZfsTimeout."""
+        stall = self.runner.stall
+        try:
+            async with asyncio.timeout(stall):
+                yield
+        except TimeoutError:
+            self.kill()
+            raise ZfsTimeout(
+                f"`{' '.join(self.argv)}` {waiting_for} for {stall:g} s; killed",
+                argv=self.argv,
+            ) from None
+
     async def _wait_checked(self) -> None:
         """Wait for the process; raise its typed error if it failed."""
         proc = self.process
-        rc = await proc.wait()
+        async with self._progress("did not exit after its stream ended"):
+            rc = await proc.wait()
         stderr = await self._stderr_text()
         self._close_pipes()
         if rc != 0:
@@ -161,7 +184,8 @@ class SendStream(_Stream):
             return b""
         stdout = self.process.stdout
         assert stdout is not None
-        data = await stdout.read(n)
+        async with self._progress("sent no byte"):
+            data = await stdout.read(n)
         if data:
             self.bytes_read += len(data)
             return data
@@ -224,7 +248,8 @@ class ReceiveStream(_Stream):
             view = memoryview(data)
             for start in range(0, len(view), WRITE_SLICE):
                 stdin.write(view[start : start + WRITE_SLICE])
-                await stdin.drain()
+                async with self._progress("took no byte"):
+                    await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             # The receive died mid-stream: its stderr says why.
             await self._wait_checked()
@@ -257,9 +282,10 @@ class ReceiveStream(_Stream):
         stdin = self._proc.stdin
         assert stdin is not None
         stdin.close()
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await stdin.wait_closed()
         try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                async with self._progress("did not take the end of its stream"):
+                    await stdin.wait_closed()
             await self._wait_checked()
         except BaseException:
             await self._kill_and_reap()
