@@ -199,6 +199,35 @@ def test_dockerd_restart_activates_the_plugin_again(dl: DockerLab) -> None:
     assert zflock_ls(dl, "shop")["primary"] == "node1"
 
 
+def restart_agent(dl: DockerLab, node: str) -> None:
+    state = dl.agent_lab.state
+    agents.stop(state.nodes[node])
+    agents.start(state, state.nodes[node])
+
+
+def test_a_move_longer_than_docker_waits_goes_on_in_the_background(dl: DockerLab) -> None:
+    dl["node1"].docker("volume", "create", "-d", "zflock", "slow")
+    fill = "dd if=/dev/urandom of=/data/blob bs=1M count=16 2>/dev/null; sync; md5sum /data/blob"
+    digest = dl["node1"].docker(*run_args("slow", "sh", "-c", fill)).stdout.split()[0]
+    config = agents.agent_dir(dl.agent_lab.state.nodes["node2"]) / "agent.toml"
+    original = config.read_text()
+    config.write_text(original + "docker_mount_timeout = 1.0\n")  # a move takes seconds
+    restart_agent(dl, "node2")
+    try:
+        r = dl["node2"].docker(*run_args("slow", "md5sum", "/data/blob"), check=False)
+        assert r.returncode != 0, r.stdout
+        assert "takes longer than 1 s; it goes on in the background" in r.stderr, r.stderr
+        wait_until("the move to finish", lambda: zflock_ls(dl, "slow")["primary"] == "node2")
+        r = dl["node2"].docker(*run_args("slow", "md5sum", "/data/blob"))
+        assert r.stdout.split()[0] == digest
+    finally:
+        config.write_text(original)
+        restart_agent(dl, "node2")
+    dl["node1"].docker("volume", "rm", "slow")  # the primary on node2 and node1's replica
+    r = dl.agent_lab.cli("ls", "--json", "slow")
+    assert r.returncode != 0 and "not found" in r.stderr
+
+
 def test_docker_volume_rm_follows_zflock_destroy(dl: DockerLab) -> None:
     dl["node1"].docker("run", "-d", "--name", "holder1", "--network", "none", "--mount",
                        "type=volume,src=shop,dst=/data,volume-driver=zflock", IMAGE,

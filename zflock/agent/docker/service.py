@@ -137,7 +137,17 @@ class DockerVolumes:
                 raise DockerError(f"replicas: unknown node {node!r}")
         cluster = self._cluster()
         here = self.config.node
-        await cluster.call(here, "create_volume", m.CreateVolume(name=name, quota=options.quota))
+        args = m.CreateVolume(name=name, quota=options.quota)
+        try:
+            await cluster.call(here, "create_volume", args)
+        except ZflockError:
+            # Another node's create of the same name may have won the race:
+            # then that volume is the one Docker means (as if it had been first).
+            if name in await self._find([name], everyone=False):
+                log.info("docker: create %s: created elsewhere meanwhile, using it", name,
+                         extra={"volume": name})  # fmt: skip
+                return
+            raise
         for node in options.replicas:
             await cluster.call(here, "replicate", replicate_request(name, node, options.every))
 
