@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent / "zflock"
 # What each layer may import from zflock, besides itself. Pure leaves first.
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    # Typed events and the observer protocol: a pure leaf every layer may emit into.
+    "events": set(),
     "units": {"errors"},
     "zfs": {"errors"},
     "cluster": {"errors", "zfs"},  # only zfs.names, to validate pool roots
@@ -28,6 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "lab": {"errors", "units", "cluster", "zfs", "rpc"},
     "cli": {"errors", "units", "cluster", "zfs", "replication", "move", "rpc", "agent", "lab"},
 }
+for _layer in ALLOWED.keys() - {"errors", "events"}:
+    ALLOWED[_layer].add("events")
 
 
 def layer_of(path: Path) -> str:

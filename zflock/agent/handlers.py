@@ -20,9 +20,11 @@ from zflock import __version__
 from zflock.agent.jobs import Job, Jobs
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.moves import Moves
+from zflock.agent.observing import copies_listed, failure_reason, stale_copy
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
 from zflock.errors import UsageError, ZflockError
+from zflock.events import NO_OBSERVER, Observer, ReplicationFailed, ReplicationFinished
 from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.driver import StepProgress, replicate
 from zflock.replication.endpoint import SourceIdentity
@@ -55,16 +57,21 @@ class Call:
 
 
 class Handlers:
-    def __init__(self, config: AgentConfig, zfs: Zfs, locks: VolumeLocks) -> None:
+    def __init__(
+        self, config: AgentConfig, zfs: Zfs, locks: VolumeLocks, observer: Observer = NO_OBSERVER
+    ) -> None:
         self.config = config
         self.zfs = zfs
         self.locks = locks
+        self.observer = observer
         self.volumes = Volumes(config, zfs)
-        self.jobs = Jobs()
+        self.jobs = Jobs(observer)
         self.started = time.monotonic()
         self.running = 0  # operations in flight, for node_info and shutdown
         self.peer_key: asyncssh.SSHKey | None = None  # our host key, our identity to peers
-        self.moves = Moves(config, zfs, locks, self.volumes, self.jobs, lambda: self.peer_key)
+        self.moves = Moves(
+            config, zfs, locks, self.volumes, self.jobs, lambda: self.peer_key, observer
+        )
 
     def table(self) -> dict[str, Callable[[Any, Call], Awaitable[Any]]]:
         return {
@@ -114,7 +121,10 @@ class Handlers:
         )
 
     async def list_volumes(self, args: m.ListVolumes, call: Call) -> m.VolumeList:
-        return m.VolumeList(volumes=await self.volumes.list(args.names))
+        volumes = await self.volumes.list(args.names)
+        if not args.names:  # a full listing: what is fenced here now (metrics)
+            self.observer.emit(copies_listed(volumes))
+        return m.VolumeList(volumes=volumes)
 
     async def create_volume(self, args: m.CreateVolume, call: Call) -> m.VolumeInfo:
         name = validate_component(args.name, "volume name")
@@ -185,6 +195,11 @@ class Handlers:
         async def run(job: Job) -> m.ReplicationReport:
             try:
                 return await self._replicate(job, name, peer, args.force_rollback)
+            except BaseException as exc:
+                self.observer.emit(ReplicationFailed(name, target, failure_reason(exc)))
+                if (stale := stale_copy(name, exc)) is not None:
+                    self.observer.emit(stale)
+                raise
             finally:
                 self.locks.release(name)
 
@@ -224,6 +239,14 @@ class Handlers:
                 job.progress(p.step, p.bytes, p.total, p.rate)
 
             outcome = await replicate(sender, receiver, identity, options, report)
+        self.observer.emit(
+            ReplicationFinished(
+                volume=name, peer=peer.name, bytes=outcome.bytes,
+                seconds=time.monotonic() - started,
+                stream_seconds=sum(s.seconds for s in outcome.steps),
+                snapshot_time=snap.creation, finished_at=time.time(),
+            )
+        )  # fmt: skip
         steps = [
             m.StepReport(
                 kind=s.header.kind,

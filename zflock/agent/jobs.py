@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zflock.events import NO_OBSERVER, JobEnded, JobStarted, Observer
 from zflock.rpc.messages import JobInfo
 
 log = logging.getLogger("zflock.agent.jobs")
@@ -69,7 +70,8 @@ class Job:
 
 
 class Jobs:
-    def __init__(self) -> None:
+    def __init__(self, observer: Observer = NO_OBSERVER) -> None:
+        self.observer = observer
         self._running: dict[str, Job] = {}
         self._finished: deque[Job] = deque(maxlen=KEEP_FINISHED)
 
@@ -97,12 +99,14 @@ class Jobs:
             finally:
                 self._running.pop(job.id, None)
                 self._finished.appendleft(job)
+                self.observer.emit(JobEnded(job.kind, job.state))
                 for queue in list(job._listeners):
                     queue.put_nowait(None)  # end of events
                 log.info("job %s %s: %s", job.id, job.kind, job.state,
                          extra={"volume": job.volume, "job": job.id})  # fmt: skip
 
         self._running[job.id] = job
+        self.observer.emit(JobStarted(job.kind))
         job.task = asyncio.get_running_loop().create_task(body())
         # The starter may be gone by the time the job fails; its error is kept
         # on the job, so the task's exception is consumed here.

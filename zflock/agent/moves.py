@@ -18,10 +18,12 @@ import asyncssh
 from zflock.agent.hooks import HookFailed, run_hooks, validate_hook
 from zflock.agent.jobs import Job, Jobs
 from zflock.agent.locks import VolumeLocks
+from zflock.agent.observing import copies_listed, move_outcome
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
 from zflock.cluster.ownership import Ownership
 from zflock.errors import UsageError, ZflockError
+from zflock.events import NO_OBSERVER, MoveFinished, Observer
 from zflock.move.converge import Limits
 from zflock.move.driver import Move, MoveInDoubt, MoveSpec, recover_move
 from zflock.move.endpoint import PromoteRequest, Promotion, SnapTaken
@@ -56,7 +58,9 @@ class Moves:
         volumes: Volumes,
         jobs: Jobs,
         peer_key: Callable[[], asyncssh.SSHKey | None],
+        observer: Observer = NO_OBSERVER,
     ) -> None:
+        self.observer = observer
         self.config = config
         self.zfs = zfs
         self.locks = locks
@@ -185,9 +189,17 @@ class Moves:
 
             async def run(job: Job) -> m.MoveReport:
                 try:
-                    return await self._run(job, spec, ownership, peer, cli_hooks)
+                    report = await self._run(job, spec, ownership, peer, cli_hooks)
+                except BaseException as exc:
+                    elapsed = time.time() - job.started
+                    self.observer.emit(MoveFinished(name, target, move_outcome(exc), None, elapsed))
+                    raise
                 finally:
                     self.locks.release(name)
+                self.observer.emit(
+                    MoveFinished(name, target, "moved", report.downtime_s, report.total_s)
+                )
+                return report
 
             self.jobs.start(job, run)
             handed_over = True
@@ -357,7 +369,9 @@ class Moves:
 
     async def recover_all(self) -> None:
         """At start: finish or undo every move this node's copies say was interrupted."""
-        for volume in await self.volumes.list():
+        copies = await self.volumes.list()
+        self.observer.emit(copies_listed(copies))
+        for volume in copies:
             if volume.move:
                 log.warning("found an interrupted move (%s)", volume.move,
                             extra={"volume": volume.name})  # fmt: skip

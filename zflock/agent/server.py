@@ -24,12 +24,16 @@ from typing import TypeVar
 
 import asyncssh
 
+from zflock import __version__
 from zflock.agent.docker.plugin import DockerPlugin
 from zflock.agent.handlers import Call, Handlers
 from zflock.agent.locks import VolumeLocks
+from zflock.agent.metrics import Metrics, MetricsError, MetricsServer
 from zflock.agent.notify import sd_notify
+from zflock.agent.observing import ObservedRunner
 from zflock.cluster.config import AgentConfig
 from zflock.errors import UsageError, ZflockError
+from zflock.events import NO_OBSERVER, AgentStarted, FanOut, Observer
 from zflock.rpc import codec
 from zflock.rpc.client import (
     CIPHERS,
@@ -125,11 +129,18 @@ class _SSHServer(asyncssh.SSHServer):
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, zfs: Zfs | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, zfs: Zfs | None = None, observer: Observer | None = None
+    ) -> None:
         self.config = config
-        self.zfs = zfs or Zfs()
+        # Typed events (zflock/events.py) go to the metrics exporter, if served, and `observer`.
+        self.metrics = Metrics() if config.metrics is not None else None
+        observers = [o for o in (self.metrics, observer) if o is not None]
+        self.observer: Observer = FanOut(observers) if observers else NO_OBSERVER
+        self._metrics_server: MetricsServer | None = None
+        self.zfs = zfs or Zfs(ObservedRunner(observer=self.observer))
         self.locks = VolumeLocks()
-        self.handlers = Handlers(config, self.zfs, self.locks)
+        self.handlers = Handlers(config, self.zfs, self.locks, self.observer)
         self._ops = self.handlers.table()
         self.docker = DockerPlugin(config, self.handlers)
         self._ops.update(self.docker.operations())
@@ -144,7 +155,9 @@ class Agent:
                 f"pool root {self.config.pool_root} does not exist; create it with "
                 f"`zfs create -o mountpoint=none {self.config.pool_root}`"
             )
-        await self.zfs.capabilities()
+        caps = await self.zfs.capabilities()
+        node, version = self.config.node, caps.version or "unknown"
+        self.observer.emit(AgentStarted(node, __version__, caps.implementation, version))
         return keys
 
     async def start(self) -> None:
@@ -183,8 +196,23 @@ class Agent:
             self.config.pool_root,
         )
         await self.docker.start()
+        self._serve_metrics()
         # A move cut short by a crash left a marker on the source: finish or undo it.
         await self.handlers.moves.recover_all()
+
+    def _serve_metrics(self) -> None:
+        if self.metrics is None or self.config.metrics is None:
+            return
+        where = self.config.metrics
+        server = MetricsServer(self.metrics, where.address, where.port)
+        try:
+            server.start()
+        except MetricsError as exc:
+            # Not fatal: the agent's work (and its safety duties: recovery, fencing)
+            # matters more than its numbers. Prometheus shows the target down.
+            log.error("%s; running without metrics", exc)
+            return
+        self._metrics_server = server
 
     async def run(self) -> None:
         """Start, serve until SIGTERM/SIGINT, shut down cleanly."""
@@ -216,6 +244,8 @@ class Agent:
             if pending:
                 log.warning("cancelled %d operation(s) after the grace period", len(pending))
                 await asyncio.wait(pending, timeout=5)
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.stop)
         log.info("stopped")
 
     # -- one session = one request ---------------------------------------------------

@@ -30,6 +30,7 @@ DEFAULT_CLUSTER_FILE = Path("/etc/zflock/cluster.toml")
 CLUSTER_ENV = "ZFLOCK_CLUSTER"
 DEFAULT_PORT = 7744
 DEFAULT_MOUNT_ROOT = "/zflock"
+DEFAULT_METRICS_PORT = 9574
 DEFAULT_DOCKER_SOCKET = Path("/run/docker/plugins/zflock.sock")
 
 # Node names appear in logs, properties and SSH usernames: keep them to
@@ -62,6 +63,14 @@ class HookConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """`[metrics]`: where the agent serves Prometheus metrics (docs/metrics.md)."""
+
+    address: str = "127.0.0.1"  # loopback by default: exposing it is the operator's choice
+    port: int = DEFAULT_METRICS_PORT
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     node: str
     pool_root: str
@@ -83,6 +92,9 @@ class AgentConfig:
     docker_socket: Path = DEFAULT_DOCKER_SOCKET
     # How long a Docker Mount waits for a move before answering (Docker gives up at ~30 s).
     docker_mount_timeout: float = 20.0
+    # None: no metrics endpoint (the default of a config built in code; a
+    # config file gets MetricsConfig() unless `[metrics] enabled = false`).
+    metrics: MetricsConfig | None = None
     source: Path | None = None
 
     def dataset(self, volume: str) -> str:
@@ -205,6 +217,19 @@ def _hooks(path: Path, table: Mapping[str, Any], prefix: str) -> HookConfig:
     return hooks
 
 
+def _metrics(path: Path, table: Mapping[str, Any]) -> MetricsConfig | None:
+    r = _Reader(path, table, "metrics.")
+    enabled = r.get("enabled", bool, True)
+    listen = r.get("listen", str, f"127.0.0.1:{DEFAULT_METRICS_PORT}")
+    host, sep, port_text = listen.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:9574
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise r.error("listen", f'{listen!r} is not ADDRESS:PORT (e.g. "127.0.0.1:9574")')
+    _address(_Reader(path, {"listen": host}, "metrics."), "listen")
+    r.finish()
+    return MetricsConfig(address=host, port=int(port_text)) if enabled else None
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else (base.parent / p)
@@ -258,6 +283,7 @@ def load_agent_config(path: Path = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         allow_client_hooks=r.get("allow_client_hooks", bool, False),
         hooks=_hooks(path, hooks_table, "hooks."),
         volume_hooks=volume_hooks,
+        metrics=_metrics(path, r.get("metrics", dict, {})),
         docker_plugin=r.get("docker_plugin", bool, True),
         docker_socket=_resolve(path, r.get("docker_socket", str, str(DEFAULT_DOCKER_SOCKET))),
         docker_mount_timeout=r.get("docker_mount_timeout", float, 20.0),

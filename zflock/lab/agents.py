@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from zflock.cluster.config import DEFAULT_PORT
+from zflock.cluster.config import DEFAULT_METRICS_PORT, DEFAULT_PORT
 from zflock.errors import ZflockError
 from zflock.lab import procs, sshd
 from zflock.lab.nodes import node_prefix
@@ -67,6 +67,9 @@ def render_agent_toml(state: LabState, node: NodeState, port: int) -> str:
         "shutdown_grace = 10.0",
         "# The lab's operator is root on every node anyway: let `zflock move --pre-hook` work.",
         "allow_client_hooks = true",
+        "# Metrics on the node's own address, so a Prometheus on the host can scrape every node.",
+        "# (An inline table: a [metrics] table here would capture keys appended after it.)",
+        f"metrics = {{ listen = {_toml_str(f'{node.address}:{DEFAULT_METRICS_PORT}')} }}",
         "# Per node, never the host's /run/docker/plugins (tests/docker binds it there).",
         f"docker_socket = {_toml_str(str(docker_plugin_dir(node) / 'zflock.sock'))}",
     ]
