@@ -20,6 +20,7 @@ from zflock import __version__
 from zflock.agent.jobs import Job, Jobs
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.moves import Moves
+from zflock.agent.names import Names
 from zflock.agent.observing import copies_listed, failure_reason, stale_copy
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
@@ -72,12 +73,15 @@ class Handlers:
         self.moves = Moves(
             config, zfs, locks, self.volumes, self.jobs, lambda: self.peer_key, observer
         )
+        self.names = Names(config, zfs, self.volumes, locks, lambda: self.peer_key)
 
     def table(self) -> dict[str, Callable[[Any, Call], Awaitable[Any]]]:
         return {
             "node_info": self.node_info,
             "list_volumes": self.list_volumes,
             "create_volume": self.create_volume,
+            "reserve_name": self.names.reserve_name,
+            "release_name": self.names.release_name,
             "destroy_volume": self.destroy_volume,
             "snapshot_volume": self.snapshot_volume,
             "replica_state": self.replica_state,
@@ -127,9 +131,8 @@ class Handlers:
         return m.VolumeList(volumes=volumes)
 
     async def create_volume(self, args: m.CreateVolume, call: Call) -> m.VolumeInfo:
-        name = validate_component(args.name, "volume name")
-        async with self.locks.hold(name, "create", wait=args.wait):
-            return await self.volumes.create(name, args.quota)
+        # Only once every node has reserved the name for us (agent/names.py).
+        return await self.names.create(args.name, args.quota, wait=args.wait)
 
     async def destroy_volume(self, args: m.DestroyVolume, call: Call) -> m.Destroyed:
         name = validate_component(args.name, "volume name")

@@ -27,7 +27,14 @@ from zflock.errors import ZflockError
 from zflock.move.marker import PROP_MOVE
 from zflock.replication.naming import parse_snapshot_name, snapshot_name
 from zflock.rpc.messages import Destroyed, SnapshotInfo, VolumeInfo
-from zflock.zfs import Dataset, DatasetBusy, DatasetExists, Zfs, validate_component
+from zflock.zfs import (
+    Dataset,
+    DatasetBusy,
+    DatasetExists,
+    DatasetNotFound,
+    Zfs,
+    validate_component,
+)
 
 log = logging.getLogger("zflock.agent.volumes")
 
@@ -104,10 +111,19 @@ class Volumes:
         return volumes
 
     async def get(self, name: str) -> VolumeInfo:
-        found = await self.list([name])
-        if not found:
-            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}")
-        return found[0]
+        """One copy, read from its own dataset: as fast with a thousand volumes as with one."""
+        dataset = self.config.dataset(validate_component(name, "volume name"))
+        missing = VolumeNotFound(f"volume {name} not found on node {self.config.node}")
+        try:
+            found = await self.zfs.list_datasets(dataset, LIST_PROPERTIES, recursive=False)
+            snaps = await self.zfs.list_datasets(
+                dataset, ("creation",), recursive=True, types=("snapshot",)
+            )
+            if not found:  # not a filesystem
+                raise missing
+            return self._info(found[0], ownership_from_properties(found[0].properties), snaps)
+        except (DatasetNotFound, NotManaged):
+            raise missing from None
 
     # Sequence, not list: inside this class `list` is the method above.
     def _info(self, ds: Dataset, o: Ownership, snaps: Sequence[Dataset]) -> VolumeInfo:

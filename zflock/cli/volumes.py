@@ -183,7 +183,10 @@ def create_command(
 ) -> None:
     """Create a volume on a node, writable and mounted at MOUNT_ROOT/VOLUME.
 
-    The name must be unused on every node, so all nodes must answer.
+    The name must be unused on every node: NODE's agent has every node of its
+    inventory reserve the name first, so two concurrent creates of one name
+    never both succeed (both may fail; retry). A node that cannot be reached
+    refuses the create (it might hold a volume of that name).
 
     --json prints the new copy: name, node, id, role, epoch, origin,
     mountpoint, mounted, readonly, used, referenced, quota, snapshots,
@@ -194,15 +197,9 @@ def create_command(
     c = load_cluster(cluster, identity, timeout)
     target = c.inventory.node(validate_node_name(on)).name
 
-    async def go() -> m.VolumeInfo:
-        views, failed = _views(await _collect(c, [name], None))
-        _require_all(failed, f"check that no node already has a volume named {name}")
-        if views:
-            where = ", ".join(f"{x.node} ({x.role})" for v in views for x in v.copies)
-            raise ZflockError(f"volume {name} already exists: {where}")
-        return await c.call(target, "create_volume", m.CreateVolume(name=name, quota=quota_bytes))
-
-    info = run(go())
+    # One request, about one name: its cost does not grow with the number of volumes.
+    args = m.CreateVolume(name=name, quota=quota_bytes)
+    info = run(c.call(target, "create_volume", args))
     if json_out:
         print_json(info)
     else:

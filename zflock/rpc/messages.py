@@ -287,6 +287,31 @@ class DockerMounts:
     holders: list[str]  # Docker's mount IDs, also those of a Mount still moving the volume here
 
 
+# -- unique names (zflock/agent/names.py, docs/design.md "Unique names") -----------
+
+
+@dataclass(frozen=True)
+class ReserveName:
+    """Hold `name` for a create on `creator` for `ttl` seconds, unless released first."""
+
+    name: str
+    token: str  # the creator's random id for this one attempt
+    creator: str  # the node that will create the volume
+    ttl: float
+
+
+@dataclass(frozen=True)
+class NameReserved:
+    node: str
+    ttl: float  # seconds the reservation lives unless released
+
+
+@dataclass(frozen=True)
+class ReleaseName:
+    name: str
+    token: str
+
+
 OPERATIONS: dict[str, tuple[type, type]] = {
     "node_info": (Empty, NodeInfo),
     "list_volumes": (ListVolumes, VolumeList),
@@ -302,4 +327,6 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "promote_replica": (PromoteRequest, Promotion),
     "resolve_move": (ResolveMove, MoveResolution),
     "docker_mounts": (DockerMountsRequest, DockerMounts),
+    "reserve_name": (ReserveName, NameReserved),
+    "release_name": (ReleaseName, Empty),
 }
