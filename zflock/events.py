@@ -101,10 +101,12 @@ class ZfsCommandFinished:
 @dataclass(frozen=True)
 class CopiesListed:
     """The agent listed all of its copies: which are fenced (a primary that is read-only or
-    carries an unfinished move's marker). Replaces what an earlier listing said."""
+    carries an unfinished move's marker) and which are labelled stale (`zflock:stale`).
+    Replaces what an earlier listing said."""
 
     fenced: frozenset[str]
     primaries: frozenset[str]
+    stale: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,11 @@ def test_fenced_and_stale_copies(metrics: Metrics) -> None:
     metrics.emit(CopiesListed(fenced=frozenset(), primaries=frozenset({"db"})))
     assert value(metrics, "zflock_fenced_copies") == 0
     assert value(metrics, "zflock_stale_copies") == 0
+    # A copy the listing shows labelled stale (zflock:stale) counts until a listing says not.
+    metrics.emit(CopiesListed(frozenset(), frozenset({"db"}), stale=frozenset({"old"})))
+    assert value(metrics, "zflock_copy_stale", volume="old") == 1
+    metrics.emit(CopiesListed(frozenset(), frozenset({"db"})))
+    assert value(metrics, "zflock_stale_copies") == 0
 
 
 def test_scheduler_lateness_is_registered_and_fed(metrics: Metrics) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,24 @@ def test_copies_listed_finds_fenced_primaries() -> None:
     )
     assert listed.fenced == {"cutover", "marked"}
     assert listed.primaries == {"ok", "cutover", "marked"}
+    assert listed.stale == set()
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A listed copy with the `stale` label (zflock:stale) of docs/move.md."""
+
+    name: str
+    role: str
+    readonly: bool
+    move: str | None
+    stale: str | None
+
+
+def test_copies_listed_finds_stale_copies() -> None:
+    rows = [Labelled("lost", "replica", True, None, "4/superseded/m1"),
+            Labelled("fine", "replica", True, None, None)]  # fmt: skip
+    assert copies_listed(rows).stale == {"lost"}  # type: ignore[arg-type]
 
 
 @given(st.lists(st.text(max_size=40), max_size=4))

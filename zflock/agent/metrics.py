@@ -83,13 +83,15 @@ class _Knowledge(Collector):
         self.lock = threading.Lock()
         self.pairs: dict[tuple[str, str], _Pair] = {}
         self.fenced: frozenset[str] = frozenset()
+        # Stale: labelled so in the last listing, or a primary a peer proved stale since.
+        self.stale_listed: frozenset[str] = frozenset()
         self.stale: dict[str, int] = {}  # volume -> the newer epoch seen elsewhere
 
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
         with self.lock:
             pairs = sorted(self.pairs.items())
-            fenced, stale = sorted(self.fenced), sorted(self.stale)
+            fenced, stale = sorted(self.fenced), sorted(self.stale_listed | set(self.stale))
         lag = GaugeMetricFamily(
             "zflock_replication_lag_seconds",
             "Age of the newest snapshot the replica holds (now minus its creation time).",
@@ -252,6 +254,7 @@ class Metrics:
             case CopiesListed():
                 with k.lock:
                     k.fenced = event.fenced
+                    k.stale_listed = event.stale
                     k.stale = {v: e for v, e in k.stale.items() if v in event.primaries}
                     gone = {p for p in k.pairs if p[0] not in event.primaries}
                     for key in gone:

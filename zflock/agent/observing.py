@@ -92,11 +92,14 @@ def stale_copy(volume: str, exc: BaseException) -> StaleCopySeen | None:
 
 
 def copies_listed(copies: Iterable[VolumeInfo]) -> CopiesListed:
-    """Which of this node's copies are fenced primaries, from a full listing."""
+    """Which of this node's copies are fenced primaries or stale, from a full listing."""
+    copies = list(copies)
     primaries = [c for c in copies if c.role == "primary"]
     return CopiesListed(
         fenced=frozenset(c.name for c in primaries if c.readonly or c.move),
         primaries=frozenset(c.name for c in primaries),
+        # `stale` (zflock:stale, docs/move.md) is read where the listing has it.
+        stale=frozenset(c.name for c in copies if getattr(c, "stale", None)),
     )
 
 
