@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Docker tier as a CI step (called by .ci/run after the zfs-fuse suite):
-# install Debian's docker.io and busybox-static if missing (about a minute;
+# install Debian's docker.io, podman and busybox-static if missing (about a minute;
 # nothing is pulled from a registry: the test image is imported from
 # busybox-static), then run tests/docker, where each lab node runs its own
 # dockerd. ZFLOCK_DOCKER_REQUIRED turns "docker missing" into a failure
@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
 missing=()
-for pkg in docker.io busybox-static; do
+for pkg in docker.io busybox-static podman; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

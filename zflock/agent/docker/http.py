@@ -2,7 +2,7 @@
 
 Docker finds the plugin by its socket in /run/docker/plugins (the default
 `docker_socket` in agent.toml) and POSTs JSON to /Plugin.Activate and
-/VolumeDriver.*. Every answer is 200 with a JSON body; a refusal is
+/VolumeDriver.*. Every answer is a JSON body; a refusal is status 500 with
 `{"Err": "one line"}`, which the docker CLI prints as the error.
 """
 
@@ -85,7 +85,11 @@ def routes(service: DockerVolumes) -> dict[str, Handler]:
 
 
 def _answer(body: dict[str, Any]) -> web.Response:
-    return web.Response(text=json.dumps(body), content_type="application/json")
+    # A refusal is 500 with {"Err": ...}, as Docker's own plugin helpers answer:
+    # Docker reads Err either way, but Podman 4 looks only at the status and
+    # would run the container without its volume on a 200.
+    status = 500 if body.get("Err") else 200
+    return web.Response(text=json.dumps(body), status=status, content_type="application/json")
 
 
 def make_app(service: DockerVolumes) -> web.Application:
@@ -94,7 +98,8 @@ def make_app(service: DockerVolumes) -> web.Application:
     async def dispatch(request: web.Request) -> web.Response:
         handler = table.get(request.path)
         if handler is None:
-            return web.Response(status=404, text=json.dumps({"Err": "unknown endpoint"}))
+            return web.Response(status=404, text=json.dumps({"Err": "unknown endpoint"}),
+                                content_type="application/json")  # fmt: skip
         raw = await request.read()
         try:
             body = json.loads(raw) if raw.strip() else {}

@@ -180,8 +180,13 @@ class DockerVolumes:
 
     async def unmount(self, name: str, ident: str) -> None:
         deadline = time.monotonic() + self.config.docker_mount_timeout
-        if not await self.zfs.exists(self.config.dataset(name)):
-            return  # destroyed under the container: nothing to count any more
+        arrival = self._arrivals.get(name)
+        if arrival is not None:
+            arrival.holders.discard(ident)  # a Mount that failed: Docker cleans up after it
+        if ident not in await self._stored(name):
+            # Never counted here (a refused Mount), or the volume is gone: no lock
+            # taken, so a replica's receive running now is never disturbed.
+            return
         await self._with_lock(name, "docker unmount", deadline)
         try:
             held = await self._stored(name)
