@@ -9,30 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-import asyncssh
 import pytest
 
 from tests.agentlab import AgentLab
-from zflock.cluster.config import load_inventory
+from tests.replication.labops import call_agent, refused, replicate
 from zflock.rpc import messages as m
-from zflock.rpc.client import AgentClient
 from zflock.rpc.errors import RemoteError
 
 pytestmark = pytest.mark.lab
-
-
-async def call_agent(lab: AgentLab, node: str, op: str, args: object) -> object:
-    inventory = load_inventory(lab.cluster_file)
-    assert inventory.identity is not None
-    key = asyncssh.read_private_key(str(inventory.identity))
-    async with AgentClient(inventory.node(node), key) as client:
-        return await client.call(op, args)
-
-
-def replicate(lab: AgentLab, volume: str, to: str, *extra: str) -> dict[str, object]:
-    r = lab.cli("replicate", volume, "--to", to, "--json", *extra)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
 
 
 def test_full_then_incremental_then_no_change(agent_lab: AgentLab) -> None:
@@ -112,17 +96,6 @@ def test_replicate_bad_input(agent_lab: AgentLab) -> None:
 
 
 # -- conflicts: each reproduced for real, refused, nothing changed ----------------------
-
-
-def refused(lab: AgentLab, volume: str, to: str, *needles: str) -> None:
-    before = lab.zfs_state()
-    r = lab.cli("replicate", volume, "--to", to)
-    assert r.returncode == 1, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert lab.zfs_state() == before
 
 
 def test_destination_not_ours(agent_lab: AgentLab) -> None:

@@ -194,8 +194,68 @@ def test_empty_written_replica_is_recreated_loudly() -> None:
 
 
 def test_replica_without_epoch_or_role_is_accepted() -> None:
-    plan = plan_replication(src(), replica(on_dest(S[0]), epoch=None, role=None))
+    # Not completely stamped, but with a snapshot of its own: not rule 3's to adopt,
+    # and still accepted as before (the operator allowed discarding it).
+    dest = replica([*on_dest(S[0]), SnapRef("own", 900, order=99)], epoch=None, role=None)
+    plan = plan_replication(src(), dest, FORCE)
     assert plan.steps == (Incremental(S[0], S[4], intermediates=True),)
+    assert not plan.adopt_existing
+
+
+# --- rule 3: our own first receive, completed but never stamped -------------
+
+
+def test_unstamped_completed_first_receive_is_adopted_then_replanned() -> None:
+    dest = ReplicaInfo(exists=True, snapshots=on_dest(S[0]))
+    plan = plan_replication(Source(VOL, 5, S, volume_id="id-a"), dest)
+    assert plan.adopt_existing and plan.replan_after and not plan.up_to_date
+    assert plan.steps == () and plan.rollback_to is None and not plan.destroy_on_destination
+    assert not plan.recreate_destination and not plan.receive_force
+    assert "never stamped" in plan.reason
+
+
+def test_half_stamped_first_receive_is_adopted() -> None:
+    # zfs-fuse sets one property per command: a crash half-way leaves some of them.
+    snaps = on_dest(S[0], S[1])
+    for dest in (
+        ReplicaInfo(exists=True, snapshots=snaps, managed_volume=VOL),
+        ReplicaInfo(exists=True, snapshots=snaps, managed_volume=VOL, volume_id="id-a"),
+        ReplicaInfo(exists=True, snapshots=snaps, role="replica", epoch=5),
+    ):
+        assert plan_replication(Source(VOL, 5, S, volume_id="id-a"), dest).adopt_existing
+
+
+def test_adopted_then_planned_as_a_replica() -> None:
+    stamped = replica(on_dest(S[0]), volume_id="id-a")
+    plan = plan_replication(Source(VOL, 5, S, volume_id="id-a"), stamped)
+    assert plan.steps == (Incremental(S[0], S[4], intermediates=True),)
+    assert not plan.adopt_existing
+
+
+@pytest.mark.parametrize(
+    ("dest", "why"),
+    [
+        (ReplicaInfo(exists=True, snapshots=[*on_dest(S[0]), foreign("mine", 901)]), "own snap"),
+        (ReplicaInfo(exists=True, snapshots=[foreign("mine", 901)]), "only its own"),
+        (ReplicaInfo(exists=True), "no snapshot: nothing proves it ours"),
+        (ReplicaInfo(exists=True, snapshots=on_dest(S[0]), managed_volume="x"), "other volume"),
+        (ReplicaInfo(exists=True, snapshots=on_dest(S[0]), volume_id="id-b"), "other id"),
+        (ReplicaInfo(exists=True, snapshots=on_dest(S[0]), role="primary"), "a primary"),
+        (ReplicaInfo(exists=True, snapshots=on_dest(S[0]), epoch=6), "newer epoch"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_anything_else_unstamped_is_not_adopted(dest: ReplicaInfo, why: str) -> None:
+    with pytest.raises(ReplicationConflict):
+        plan_replication(Source(VOL, 5, S, volume_id="id-a"), dest)
+
+
+def test_unstamped_with_a_token_is_the_interrupted_case_not_rule_3() -> None:
+    dest = ReplicaInfo(
+        exists=True, snapshots=on_dest(S[0]), resume_token="tok", resume_to_guid=S[1].guid
+    )
+    with pytest.raises(DestinationNotOurs):
+        plan_replication(src(), dest, RESUMABLE)
 
 
 def test_matching_volume_id_is_accepted() -> None:
@@ -282,7 +342,7 @@ CONFLICTS: list[tuple[str, Source, ReplicaInfo, PlanOptions, type[ReplicationCon
     (
         "plain dataset in the way",
         src(),
-        ReplicaInfo(exists=True, snapshots=on_dest(S[0])),
+        ReplicaInfo(exists=True, snapshots=[*on_dest(S[0]), foreign("theirs", 901)]),
         FORCE,
         DestinationNotOurs,
         "not a zflock dataset",
@@ -314,7 +374,7 @@ CONFLICTS: list[tuple[str, Source, ReplicaInfo, PlanOptions, type[ReplicationCon
     (
         "volume id required but missing on destination",
         Source(VOL, 5, S, volume_id="id-a"),
-        replica(on_dest(S[0])),
+        replica([*on_dest(S[0]), foreign("theirs", 901)]),
         FORCE,
         DestinationNotOurs,
         "with id None",

@@ -12,7 +12,14 @@ until done, as the executor does. Properties:
 2. when no conflict is raised, the destination ends at the source's newest GUID;
 3. without --force-rollback no destination snapshot is ever destroyed;
 4. conflicts are raised exactly when the scenario's construction says;
-5. an up-to-date destination yields no steps, and re-planning after success is a no-op.
+5. an up-to-date destination yields no steps, and re-planning after success is a no-op;
+6. the receiver admits every cleanup and every `receive -F` the planner asks for
+   (admit.py), so its own checks never refuse a replication the rules allow;
+7. whatever cleanup a peer asks for, what the receiver admits never destroys a snapshot
+   the source has, never one of the replica's own without --force-rollback, and never
+   rolls back past a snapshot it keeps (tests of admit.py over generated requests);
+8. an unstamped dataset is adopted (stamped) only when every snapshot it has is the
+   source's: never one with a snapshot of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from dataclasses import dataclass, field
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from zflock.replication.admit import NotAdmitted, admit_cleanup, admit_receive
+from zflock.replication.endpoint import Cleanup, StepHeader
 from zflock.replication.plan import (
     ROLE_PRIMARY,
     DestinationIsPrimary,
@@ -181,6 +190,19 @@ def expected_conflict(sc: Scenario) -> type[ReplicationConflict] | None:
         and sc.token_known
         and sc.token_target in source_guids
     )
+    stamped = sc.managed is not None and sc.role is not None and sc.epoch is not None
+    our_unstamped_complete = (  # rule 3: adopted, then an incremental like any replica
+        not stamped
+        and sc.token is None
+        and bool(sc.dest)
+        and not sc.late_extras
+        and not sc.early_extras
+        and sc.managed in (None, VOL)
+        and sc.role in (None, "replica")
+        and (sc.epoch is None or sc.epoch <= SRC_EPOCH)
+    )
+    if our_unstamped_complete:
+        return None
     if not our_partial_initial:
         if sc.managed != VOL:
             return DestinationNotOurs
@@ -251,6 +273,15 @@ def check_may_overwrite(dest: Dest) -> None:
 
 def apply(plan: Plan, dest: Dest, source: list[SnapRef], options: PlanOptions) -> None:
     source_guids = {s.guid for s in source}
+    # Property 6: the receiver, checking against its own state, admits the plan.
+    admit_cleanup(Source(VOL, SRC_EPOCH, source), dest.info(), Cleanup.from_plan(
+        plan, Source(VOL, SRC_EPOCH, source), options))  # fmt: skip
+    if plan.adopt_existing:
+        # Property 8: only a dataset holding nothing but the source's snapshots.
+        assert dest.managed is None or dest.role is None or dest.epoch is None
+        assert dest.snaps and all(s.guid in source_guids for s in dest.snaps)
+        assert dest.token is None
+        dest.stamp()
     if plan.abort_partial_receive:
         assert dest.token is not None
         if dest.managed is None and not dest.snaps:
@@ -272,6 +303,8 @@ def apply(plan: Plan, dest: Dest, source: list[SnapRef], options: PlanOptions) -
         dest.modified = False
     for i, step in enumerate(plan.steps):
         force = plan.receive_force and i == 0
+        header = StepHeader.from_step(step, force=force, resumable=options.resume_supported)
+        admit_receive(dest.info(), header)  # property 6, for -F
         if isinstance(step, Full):
             assert not dest.exists, "full receive into an existing dataset"
             dest.exists, dest.snaps, dest.modified = True, [], False
@@ -304,8 +337,7 @@ def apply(plan: Plan, dest: Dest, source: list[SnapRef], options: PlanOptions) -
                     dest.exists = False
                 dest.drop_token()
                 return
-        if plan.adopt_destination and dest.managed is None:
-            dest.stamp()
+        dest.stamp()  # the receiver stamps its dataset after every receive
 
 
 def run(sc: Scenario) -> tuple[Dest, list[Plan]]:
@@ -324,7 +356,7 @@ def run(sc: Scenario) -> tuple[Dest, list[Plan]]:
     )
     source = Source(VOL, SRC_EPOCH, sc.source)
     plans: list[Plan] = []
-    for _ in range(4):
+    for _ in range(5):
         plan = plan_replication(source, dest.info(), sc.options)
         plans.append(plan)
         apply(plan, dest, sc.source, sc.options)
@@ -373,8 +405,13 @@ def test_planner_over_generated_histories(sc: Scenario) -> None:
     incoming_names = {s.name for s in sc.source}
     for snap in dest.destroyed:
         assert snap.guid not in source_guids or snap.name in incoming_names
-    # Property 5: once done, planning again changes nothing.
+    # Property 5: once done, planning again changes nothing -- except that a half-stamped
+    # replica which only needed a cleanup (no receive stamps it) is adopted next time.
     again = plan_replication(Source(VOL, SRC_EPOCH, sc.source), dest.info(), sc.options)
+    if again.adopt_existing:
+        assert not any(p.steps for p in plans) and None in (sc.managed, sc.role, sc.epoch)
+        dest.stamp()
+        again = plan_replication(Source(VOL, SRC_EPOCH, sc.source), dest.info(), sc.options)
     assert again.up_to_date and again.steps == ()
 
 
@@ -429,3 +466,67 @@ def test_planning_is_deterministic_and_order_insensitive(sc: Scenario) -> None:
         except ReplicationConflict as conflict:
             outcomes.append(type(conflict))  # type: ignore[arg-type]
     assert outcomes[0] == outcomes[1]
+
+
+# -- property 7: what a receiver admits, whatever a peer asks -----------------------------
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[Scenario, Cleanup]:
+    """A generated destination and an arbitrary cleanup a (buggy or stale) peer might send:
+    snapshots to destroy and a rollback target drawn from the destination's own."""
+    sc = draw(scenarios())
+    pick = st.sampled_from(sc.dest) if sc.dest else st.nothing()
+    destroy = draw(st.lists(pick, max_size=3, unique=True)) if sc.dest else []
+    rollback = draw(st.none() | pick) if sc.dest else None
+    cleanup = Cleanup(
+        destroy_snapshots=destroy,
+        rollback_to=rollback,
+        force_rollback=draw(st.booleans()),
+        source_snapshots=list(sc.source),
+    )
+    return sc, cleanup
+
+
+@settings(max_examples=1000, deadline=None)
+@given(requests())
+def test_receiver_admits_only_what_discards_nothing_it_must_keep(
+    case: tuple[Scenario, Cleanup],
+) -> None:
+    sc, cleanup = case
+    info = ReplicaInfo(True, managed_volume=VOL, role="replica", epoch=SRC_EPOCH,
+                       snapshots=sc.dest)  # fmt: skip
+    try:
+        admit_cleanup(Source(VOL, SRC_EPOCH, sc.source), info, cleanup)
+    except NotAdmitted:
+        event("refused")
+        return
+    event("admitted")
+    source_guids = {s.guid for s in sc.source}
+    destroyed = {s.guid for s in cleanup.destroy_snapshots}
+    # Never common history; never the replica's own without the operator's consent.
+    assert not destroyed & source_guids
+    assert cleanup.force_rollback or not destroyed
+    if cleanup.rollback_to is not None:
+        # Only to a snapshot the source has, and never past one that is kept.
+        assert cleanup.rollback_to.guid in source_guids
+        kept = [s for s in sc.dest if s.guid not in destroyed]
+        assert max(kept, key=lambda s: s.order).guid == cleanup.rollback_to.guid
+
+
+@given(scenarios(), st.data())
+def test_receive_force_admitted_only_on_the_newest_snapshot(
+    sc: Scenario, data: st.DataObject
+) -> None:
+    if not sc.dest:
+        return
+    base = data.draw(st.sampled_from(sc.dest))
+    header = StepHeader(kind="incremental", to=base, base=base, force=True)
+    info = ReplicaInfo(True, managed_volume=VOL, snapshots=sc.dest)
+    newest = max(sc.dest, key=lambda s: s.order)
+    try:
+        admit_receive(info, header)
+    except NotAdmitted:
+        assert base != newest
+    else:
+        assert base == newest

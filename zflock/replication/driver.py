@@ -10,25 +10,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from zflock.errors import ZflockError
 from zflock.replication.endpoint import (
     Cleanup,
     Receiver,
     ReceiveResult,
+    ReplicaModified,
     Sender,
     SourceIdentity,
     StepHeader,
 )
-from zflock.replication.model import PlanOptions
+from zflock.replication.model import Plan, PlanOptions
 from zflock.replication.plan import plan_replication
 
 log = logging.getLogger("zflock.replication")
 
-# A plan that says "re-plan after" (a resume, an aborted partial receive)
-# converges in two or three rounds; more means something keeps changing.
-MAX_ROUNDS = 4
+# A plan that says "re-plan after" (a resume, an aborted partial receive, an
+# adoption) converges in two or three rounds, one more after a receive refused
+# as "modified"; more means something keeps changing.
+MAX_ROUNDS = 5
 
 
 @dataclass
@@ -95,9 +97,16 @@ async def replicate(
 ) -> Outcome:
     """Bring the receiver up to date with the sender's newest snapshot."""
     outcome = Outcome()
+    # Set when a receive was refused because the replica was written to after its
+    # newest snapshot: the next plan knows it (rule 12) and rolls it back. Once per
+    # call: a replica that is written to again at once is left to the operator.
+    modified, retried = False, False
     for _ in range(MAX_ROUNDS):
         source = await sender.source()
         destination = await receiver.state()
+        if modified:
+            destination = replace(destination, modified_since_last_snapshot=True)
+            modified = False
         plan = plan_replication(source, destination, options)  # a conflict raises
         for warning in plan.warnings:
             log.warning("%s: %s", identity.volume, warning)
@@ -106,25 +115,17 @@ async def replicate(
             outcome.up_to_date = not outcome.steps
             break
         log.info("%s: %s", identity.volume, plan.reason)
-        cleanup = Cleanup.from_plan(plan)
+        cleanup = Cleanup.from_plan(plan, source, options)
         if cleanup.needed:
             await receiver.prepare(identity, cleanup)
-        for i, step in enumerate(plan.steps):
-            header = StepHeader.from_step(
-                step, force=plan.receive_force and i == 0, resumable=options.resume_supported
-            )
-            progress = StepProgress(step=header.describe(), total=await sender.estimate(header))
-            report(progress)
-            async with sender.send(header) as chunks:
-                counted = _counted(chunks, progress, report)
-                result = await receiver.receive(identity, header, counted)
-            if header.to is not None and result.guid != header.to.guid:
-                raise VerifyFailed(
-                    f"{identity.volume}: the destination reports guid {result.guid} after "
-                    f"{header.describe()}, expected {header.to.guid}"
-                )
-            outcome.steps.append(StepOutcome(header, result, time.monotonic() - progress.started))
-            outcome.newest = result
+        try:
+            await _run_steps(sender, receiver, identity, options, plan, outcome, report)
+        except ReplicaModified as exc:
+            if retried:
+                raise
+            log.warning("%s: %s; planning again", identity.volume, exc)
+            modified = retried = True
+            continue
         if not plan.replan_after:
             break
     else:
@@ -133,3 +134,30 @@ async def replicate(
             "(is something changing the destination?)"
         )
     return outcome
+
+
+async def _run_steps(
+    sender: Sender,
+    receiver: Receiver,
+    identity: SourceIdentity,
+    options: PlanOptions,
+    plan: Plan,
+    outcome: Outcome,
+    report: ProgressFn,
+) -> None:
+    for i, step in enumerate(plan.steps):
+        header = StepHeader.from_step(
+            step, force=plan.receive_force and i == 0, resumable=options.resume_supported
+        )
+        progress = StepProgress(step=header.describe(), total=await sender.estimate(header))
+        report(progress)
+        async with sender.send(header) as chunks:
+            counted = _counted(chunks, progress, report)
+            result = await receiver.receive(identity, header, counted)
+        if header.to is not None and result.guid != header.to.guid:
+            raise VerifyFailed(
+                f"{identity.volume}: the destination reports guid {result.guid} after "
+                f"{header.describe()}, expected {header.to.guid}"
+            )
+        outcome.steps.append(StepOutcome(header, result, time.monotonic() - progress.started))
+        outcome.newest = result

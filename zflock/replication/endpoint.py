@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from zflock.cluster.ownership import Ownership
-from zflock.replication.model import Full, Incremental, Plan, ReplicaInfo, Resume, SnapRef, Source
+from zflock.errors import ZflockError
+from zflock.replication.model import (
+    Full,
+    Incremental,
+    Plan,
+    PlanOptions,
+    ReplicaInfo,
+    Resume,
+    SnapRef,
+    Source,
+)
 
 
 @dataclass(frozen=True)
@@ -43,25 +53,37 @@ class SourceIdentity:
 
 @dataclass(frozen=True)
 class Cleanup:
-    """What a plan asks the destination to do before its steps (Plan's items 1-4)."""
+    """What a plan asks the destination to do before its steps (Plan's items 0-4).
+
+    A request, not an order: the receiver checks each item against its own state
+    (replication/admit.py) and refuses what its own rules do not allow. The last
+    two fields are what it checks against: the operator's consent and the
+    sender's snapshots when it planned (the source is the authority on those).
+    """
 
     abort_partial_receive: bool = False
     recreate: bool = False
     destroy_snapshots: list[SnapRef] = field(default_factory=list)
     rollback_to: SnapRef | None = None
+    adopt: bool = False
+    force_rollback: bool = False  # --force-rollback: destroying what the source lacks is allowed
+    source_snapshots: list[SnapRef] = field(default_factory=list)
 
     @classmethod
-    def from_plan(cls, plan: Plan) -> Cleanup:
+    def from_plan(cls, plan: Plan, source: Source, options: PlanOptions) -> Cleanup:
         return cls(
             abort_partial_receive=plan.abort_partial_receive,
             recreate=plan.recreate_destination,
             destroy_snapshots=list(plan.destroy_on_destination),
             rollback_to=plan.rollback_to,
+            adopt=plan.adopt_existing,
+            force_rollback=options.force_rollback,
+            source_snapshots=list(source.snapshots),
         )
 
     @property
     def needed(self) -> bool:
-        cleanups = (self.abort_partial_receive, self.recreate, self.destroy_snapshots)
+        cleanups = (self.adopt, self.abort_partial_receive, self.recreate, self.destroy_snapshots)
         return any(cleanups) or self.rollback_to is not None
 
 
@@ -109,6 +131,12 @@ class ReceiveResult:
     snapshot: str | None  # the replica's newest snapshot after the receive
     guid: int | None
     bytes: int
+
+
+class ReplicaModified(ZflockError):
+    """The destination refused a receive because its replica was written to after its
+    newest snapshot (ZFS: "destination has been modified"). The driver then plans again
+    knowing it (rule 12): the only reliable test on a ZFS without `written` (zfs-fuse)."""
 
 
 class Sender(Protocol):

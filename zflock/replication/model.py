@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 # The planner refuses to receive into a dataset whose `zflock:role` is
 # primary: only replicas are ever overwritten.
-from zflock.cluster.ownership import ROLE_PRIMARY
+from zflock.cluster.ownership import ROLE_PRIMARY, ROLE_REPLICA
 
 __all__ = [
     "ROLE_PRIMARY",
+    "ROLE_REPLICA",
     "Full",
     "Incremental",
     "Plan",
@@ -142,6 +143,9 @@ Step = Full | Incremental | Resume
 class Plan:
     """What the executor does, in this order (see docs/replication-planning.md).
 
+    0. `adopt_existing`: stamp the destination as a read-only, unmounted replica
+       (readonly first): it is our own completed first receive that was never
+       stamped (rule 3). The receiver checks that from its own state again.
     1. `abort_partial_receive`: `zfs receive -A <dest>` (discard the partial
        state of an interrupted stream that cannot be resumed).
     2. `recreate_destination`: `zfs destroy <dest>` WITHOUT -r (it is an empty
@@ -162,6 +166,7 @@ class Plan:
     """
 
     steps: tuple[Step, ...] = ()
+    adopt_existing: bool = False
     common_base: SnapRef | None = None
     rollback_to: SnapRef | None = None
     receive_force: bool = False
@@ -178,6 +183,7 @@ class Plan:
         """Nothing at all to do: the destination already matches the source."""
         return not (
             self.steps
+            or self.adopt_existing
             or self.rollback_to
             or self.destroy_on_destination
             or self.recreate_destination

@@ -2,23 +2,34 @@
 
 Two snapshot histories, what we know about the destination dataset and the
 operator's options in; a `Plan` out, or a `ReplicationConflict` raised. The
-rules, in the order they are checked (docs/replication-planning.md explains
-them for operators):
+rules, numbered and in the order they are checked, exactly as the table in
+docs/replication-planning.md (which explains them for operators):
 
-1. The source must have a snapshot.
-2. A destination that does not exist gets a full send (plus an incremental
-   `-I` to the newest when intermediates are wanted).
-3. An existing destination must be a zflock replica of the same volume (not
-   a primary), at an epoch not newer than the source's. The one exception is
-   the leftover of our own interrupted initial receive (no properties yet, no
-   snapshots, a resume token for one of the source's snapshots).
-4. A resume token is dealt with first: resume it, or abort it when it cannot
+1. The source has no snapshot: `SourceHasNoSnapshots`.
+2. The destination does not exist: a full send (plus an incremental `-I` to
+   the newest when intermediates are wanted).
+3. Our own first receive, completed but never (or not completely) stamped:
+   adopt it (stamp it a read-only replica), then plan again. Proof that it is
+   ours: no resume token, at least one snapshot and every one of them the
+   source's by GUID, and whatever zflock properties it has agree with the
+   source. (An *interrupted* first receive, which holds a token instead, is
+   the exception handled under 7.)
+4. Otherwise it must be a zflock copy of the same volume (name and id):
+   `DestinationNotOurs`.
+5. ... and not a primary: `DestinationIsPrimary`.
+6. ... at an epoch not newer than the source's: `EpochNewerOnDestination`.
+7. A resume token is dealt with first: resume it, or abort it when it cannot
    be resumed; then the executor plans again from the new state.
-5. An empty replica (no snapshots) is destroyed and sent in full.
-6. Otherwise the newest common snapshot by GUID is the incremental base.
-   Destination snapshots after it are discarded only with --force-rollback;
-   changes after it (no snapshot) are discarded always, with a loud warning,
-   because a replica must never change.
+8. An empty replica (no snapshots) is destroyed and sent in full.
+9. Otherwise the newest common snapshot by GUID is the incremental base; with
+   none, `NoCommonSnapshot`.
+10. Destination snapshots after it (the source lacks them): `Diverged`, unless
+    --force-rollback.
+11. A kept destination-only snapshot with the name of one to be received:
+    `SnapshotNameTaken`, unless --force-rollback.
+12. Changes after the newest snapshot (no snapshot of their own) are rolled
+    back to the base always, with a loud warning: a replica must never change.
+13. Otherwise: an incremental from the base to the newest, or up to date.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from zflock.replication.conflicts import (
 from zflock.replication.history import SnapshotDiff, diff, sort_history
 from zflock.replication.model import (
     ROLE_PRIMARY,
+    ROLE_REPLICA,
     Full,
     Incremental,
     Plan,
@@ -53,6 +65,7 @@ from zflock.replication.model import (
 # The planner's whole vocabulary, so callers need one import.
 __all__ = [
     "ROLE_PRIMARY",
+    "ROLE_REPLICA",
     "DestinationIsPrimary",
     "DestinationNotOurs",
     "Diverged",
@@ -72,6 +85,7 @@ __all__ = [
     "SourceHasNoSnapshots",
     "Step",
     "diff",
+    "is_unstamped_first_receive",
     "plan_replication",
     "with_pending_snapshot",
 ]
@@ -95,10 +109,10 @@ def plan_replication(
     """
     opts = options if options is not None else PlanOptions()
     src = sort_history(source.snapshots, source.label)
-    if not src:
+    if not src:  # rule 1
         raise SourceHasNoSnapshots(source.label)
 
-    if not destination.exists:
+    if not destination.exists:  # rule 2
         return Plan(
             steps=_initial_steps(src, opts),
             adopt_destination=True,
@@ -106,17 +120,25 @@ def plan_replication(
         )
 
     dst = sort_history(destination.snapshots, destination.label)
-    if _is_our_interrupted_initial_receive(src, destination):
+    if is_unstamped_first_receive(source, destination):  # rule 3
+        return Plan(
+            adopt_existing=True,
+            replan_after=True,
+            reason=f"{destination.label} is our own first receive of {source.volume!r} "
+            "that was never stamped (all its snapshots are the source's, by GUID): adopting "
+            "it as a read-only replica, then planning again",
+        )
+    if _is_our_interrupted_initial_receive(src, destination):  # the exception to rule 4
         return _plan_token(src, dst, destination, opts, adopt=True)
 
-    _check_ownership(source, destination)
-    if destination.resume_token is not None:
+    _check_ownership(source, destination)  # rules 4, 5, 6
+    if destination.resume_token is not None:  # rule 7
         return _plan_token(src, dst, destination, opts, adopt=False)
 
-    if not dst:
+    if not dst:  # rule 8
         return _plan_recreate(src, destination, opts)
 
-    return _plan_incremental(source, destination, diff(src, dst), opts)
+    return _plan_incremental(source, destination, diff(src, dst), opts)  # rules 9-13
 
 
 def _initial_steps(src: Sequence[SnapRef], opts: PlanOptions) -> tuple[Step, ...]:
@@ -135,6 +157,36 @@ def _describe_initial(src: Sequence[SnapRef], opts: PlanOptions) -> str:
             f"{src[-1].describe()} with {len(src) - 2} intermediate snapshot(s)"
         )
     return f"full send of {src[-1].describe()}"
+
+
+def is_unstamped_first_receive(source: Source, dest: ReplicaInfo) -> bool:
+    """Rule 3: our own first receive, completed, but the executor stopped (crashed)
+    before it stamped the dataset, or half-way through stamping it (zfs-fuse sets
+    one property per command).
+
+    The proof that it is ours and holds nothing else: no resume token, at least
+    one snapshot and every one of them the source's (by GUID: no snapshot of its
+    own, no other history), and every zflock property it does have agrees with
+    the source. The receiver applies this same test to its own state before it
+    stamps anything; a dataset failing it stays `DestinationNotOurs` (never touch
+    what is not ours).
+    """
+    stamped = (
+        dest.managed_volume is not None
+        and (dest.volume_id is not None or source.volume_id is None)
+        and dest.role is not None
+        and dest.epoch is not None
+    )
+    if stamped or dest.resume_token is not None or not dest.snapshots:
+        return False
+    agrees = (
+        dest.managed_volume in (None, source.volume)
+        and dest.volume_id in (None, source.volume_id)
+        and dest.role in (None, ROLE_REPLICA)
+        and (dest.epoch is None or dest.epoch <= source.epoch)
+    )
+    source_guids = {s.guid for s in source.snapshots}
+    return agrees and all(d.guid in source_guids for d in dest.snapshots)
 
 
 def _is_our_interrupted_initial_receive(src: Sequence[SnapRef], dest: ReplicaInfo) -> bool:
@@ -235,12 +287,12 @@ def _plan_recreate(src: Sequence[SnapRef], dest: ReplicaInfo, opts: PlanOptions)
 def _plan_incremental(
     source: Source, dest: ReplicaInfo, d: SnapshotDiff, opts: PlanOptions
 ) -> Plan:
-    if d.source_base is None or d.destination_base is None:
+    if d.source_base is None or d.destination_base is None:  # rule 9
         raise NoCommonSnapshot(source.label, dest.label, d.source, d.destination)
     base, dest_base = d.source_base, d.destination_base
 
     dest_after = d.destination_after_base
-    if dest_after and not opts.force_rollback:
+    if dest_after and not opts.force_rollback:  # rule 10
         raise Diverged(source.label, dest.label, base, dest_after, d.source_after_base)
 
     newest = d.source[-1]
@@ -254,7 +306,7 @@ def _plan_incremental(
     incoming = {s.name for s in to_receive}
     kept = d.destination[: d.destination_base_index + 1]
     taken = tuple(s for s in kept if s.name in incoming)
-    if taken and (not opts.force_rollback or dest_base in taken):
+    if taken and (not opts.force_rollback or dest_base in taken):  # rule 11
         raise SnapshotNameTaken(dest.label, taken)
 
     warnings: list[str] = []
@@ -269,7 +321,7 @@ def _plan_incremental(
             f"--force-rollback: destroying snapshot(s) on {dest.label} whose names the "
             "source's snapshots need: " + ", ".join(s.describe() for s in taken)
         )
-    if dest.modified_since_last_snapshot:
+    if dest.modified_since_last_snapshot:  # rule 12
         warnings.append(
             f"replica {dest.label} was written to after its newest snapshot; a replica "
             "must never change, so someone touched it: rolling it back to "

@@ -4,8 +4,9 @@
 step by a peer, and it re-checks every rule that protects its data before
 running anything: it receives only into a zflock *replica* of the *same*
 volume (by `zflock:id`) whose epoch is not newer than the sender's, it
-destroys or rolls back only what it was asked to by GUID, and it verifies
-the GUID it received. A peer with a bug or a stale view cannot make it
+adopts, destroys, rolls back or receives with -F only what its own state
+allows (admit.py), whatever the peer asked, and it verifies the GUID it
+received. A peer with a bug or a stale view cannot make it
 overwrite a primary or another volume.
 """
 
@@ -24,9 +25,16 @@ from zflock.cluster.ownership import (
     ownership_properties,
 )
 from zflock.errors import ZflockError
-from zflock.replication.endpoint import Cleanup, ReceiveResult, SourceIdentity, StepHeader
+from zflock.replication.admit import admit_cleanup, admit_receive
+from zflock.replication.endpoint import (
+    Cleanup,
+    ReceiveResult,
+    ReplicaModified,
+    SourceIdentity,
+    StepHeader,
+)
 from zflock.replication.model import ReplicaInfo, SnapRef, Source
-from zflock.zfs import Snapshot, Zfs
+from zflock.zfs import DestinationModified, Snapshot, Zfs
 
 log = logging.getLogger("zflock.replication")
 
@@ -226,6 +234,26 @@ class ZfsReceiver:
     # -- changing -----------------------------------------------------------------
 
     async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None:
+        if not await self.zfs.exists(self.dataset):
+            raise ReceiveRefused(f"{self.node}: {self.dataset} does not exist")
+        # The peer's cleanup is a request: checked against this node's own state, now
+        # (the agent holds the volume lock), before anything changes (admit.py).
+        claimed = Source(
+            volume=source.volume,
+            epoch=source.epoch,
+            snapshots=cleanup.source_snapshots,
+            label=f"{source.node}:{source.volume}",
+            volume_id=source.volume_id,
+        )
+        admit_cleanup(claimed, await self.state(), cleanup)
+        if cleanup.adopt:
+            log.warning(
+                "%s: adopting our own first receive of %s, never stamped (interrupted "
+                "before it could be)",
+                self.dataset,
+                source.volume,
+            )
+            await self._stamp(source)
         owner = await self._check(
             source, may_be_absent=False, may_be_partial=cleanup.abort_partial_receive
         )
@@ -270,17 +298,26 @@ class ZfsReceiver:
         if header.kind == "incremental":
             assert header.base is not None
             await self._by_guid(header.base)
+        if header.force:  # -F is a request too: admitted only from this node's own state
+            admit_receive(await self.state(), header)
         caps = await self.zfs.capabilities()
         received = 0
-        async with self.zfs.receive(
-            self.dataset,
-            force=header.force,
-            unmounted=caps.receive_unmounted,
-            resumable=header.resumable and caps.resume_tokens,
-        ) as r:
-            async for chunk in chunks:
-                await r.write(chunk)
-                received += len(chunk)
+        try:
+            async with self.zfs.receive(
+                self.dataset,
+                force=header.force,
+                unmounted=caps.receive_unmounted,
+                resumable=header.resumable and caps.resume_tokens,
+            ) as r:
+                async for chunk in chunks:
+                    await r.write(chunk)
+                    received += len(chunk)
+        except DestinationModified as exc:
+            # ZFS's own test, reliable where `written` is missing (zfs-fuse): the
+            # driver plans again knowing it (rule 12) and asks for a rollback.
+            raise ReplicaModified(
+                f"{self.node}: {self.dataset} was written to after its newest snapshot ({exc})"
+            ) from None
         await self._stamp(source)
         snaps = await self.zfs.list_snapshots(self.dataset)
         newest = snaps[-1] if snaps else None

@@ -11,11 +11,17 @@ from collections.abc import AsyncIterator
 
 import asyncssh
 
-from zflock.replication.endpoint import Cleanup, ReceiveResult, SourceIdentity, StepHeader
+from zflock.replication.endpoint import (
+    Cleanup,
+    ReceiveResult,
+    ReplicaModified,
+    SourceIdentity,
+    StepHeader,
+)
 from zflock.replication.model import ReplicaInfo
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient, request
-from zflock.rpc.errors import NodeUnreachable
+from zflock.rpc.errors import NodeUnreachable, RemoteError
 from zflock.rpc.framing import write_message
 
 
@@ -83,7 +89,13 @@ class RemoteReceiver:
                 cut = exc
             else:
                 process.stdin.write_eof()
-            result = await self.client.read_result(op, process)
+            try:
+                result = await self.client.read_result(op, process)
+            except RemoteError as exc:
+                if exc.kind == ReplicaModified.__name__:
+                    # Typed again on this side: the driver re-plans on it (rule 12).
+                    raise ReplicaModified(exc.remote_message) from None
+                raise
         finally:
             process.close()
         if cut is not None:
