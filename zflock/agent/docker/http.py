@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ def make_app(service: DockerVolumes) -> web.Application:
             return _answer({"Err": "request body is not a JSON object"})
         op = request.path.rsplit(".", 1)[-1]
         volume = body.get("Name") if isinstance(body.get("Name"), str) else None
+        started = time.monotonic()
         try:
             answer = await handler(body)
         except ZflockError as exc:
@@ -121,7 +123,8 @@ def make_app(service: DockerVolumes) -> web.Application:
             log.exception("docker %s: internal error", op, extra={"volume": volume})
             return _answer({"Err": f"internal error in zflock agent: {exc!r}"})
         if op in ("Create", "Remove", "Mount", "Unmount"):
-            log.info("docker %s %s: ok", op, volume, extra={"volume": volume})
+            took = time.monotonic() - started
+            log.info("docker %s %s: ok in %.3f s", op, volume, took, extra={"volume": volume})
         return _answer(answer)
 
     app = web.Application(client_max_size=1 << 20)

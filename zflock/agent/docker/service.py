@@ -230,6 +230,8 @@ class DockerVolumes:
             found = await self._located(name)
             if found.primary is None:
                 raise DockerError(f"volume {name} has no primary: {'; '.join(found.problems)}")
+            if found.primary == self.config.node:  # fenced here: a move away is under way
+                raise DockerError(f"volume {name} is being moved from {found.primary}; retry")
             cluster = self._cluster()
             held: m.DockerMounts = await cluster.call(
                 found.primary, "docker_mounts", m.DockerMountsRequest(name=name)
