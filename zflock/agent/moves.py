@@ -178,6 +178,7 @@ class Moves:
                 limits=Limits(max_downtime=args.max_downtime, max_rounds=args.max_rounds,
                               strict=args.strict),
                 destroy_source=args.destroy_source, post_hooks=post_hooks,
+                deadlines=self.config.deadlines,
             )  # fmt: skip
             if args.dry_run:
                 return m.MoveReport(
@@ -281,12 +282,14 @@ class Moves:
                 resume_supported=local.resume_tokens and receiver.resume_supported
             )
             destination = RemoteDestination(
-                client, receiver, peer, self.key(), name, ownership.id, spec.epoch + 1
-            )
+                client, receiver, peer, self.key(), name, ownership.id, spec.epoch + 1,
+                resolve_timeout=spec.deadlines.resolve,
+            )  # fmt: skip
             phase = {"label": "pre-copy round 1"}
 
             def report(p: StepProgress) -> None:
                 job.progress(f"{phase['label']}: {p.step}", p.bytes, p.total, p.rate)
+                move.progressed()  # the final delta's deadline counts time without progress
 
             async def replicate_once() -> Outcome:
                 return await replicate(sender, receiver, identity, options, report)
@@ -331,11 +334,12 @@ class Moves:
             peer: NodeEntry | None = load_inventory(self.config.cluster).node(marker.destination)
         except ZflockError:
             peer = None  # not in the inventory any more: it cannot be asked
-        destination = (
-            RemoteDestination(None, None, peer, self.key(), name, ownership.id, marker.new_epoch)
-            if peer is not None
-            else None
-        )
+        destination = None
+        if peer is not None:
+            destination = RemoteDestination(
+                None, None, peer, self.key(), name, ownership.id, marker.new_epoch,
+                resolve_timeout=self.config.deadlines.resolve,
+            )  # fmt: skip
         done = await recover_move(name, marker, ownership.role, source, destination)
         level = logging.INFO if done.action != WAIT else logging.WARNING
         log.log(level, "interrupted move %s: %s (%s)", marker.format(), done.action, done.reason,

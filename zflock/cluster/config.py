@@ -71,6 +71,28 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class MoveDeadlines:
+    """Seconds each step of a move's cutover may take: `[deadlines]` in agent.toml.
+
+    The source is read-only through these steps, so none may wait for ever
+    (docs/move.md, "Deadlines"). A deadline missed before the promote request
+    is sent rolls the move back; one missed after it leaves the source fenced
+    and settles the move in the background.
+    """
+
+    fence: float = 15.0  # marker, readonly=on, unmount
+    final_snapshot: float = 15.0
+    final_delta: float = 15.0  # without progress: no byte moved and no step done for this long
+    verify: float = 15.0  # ask the destination for its newest snapshot
+    promote: float = 30.0  # the promote call, the destination's post-cutover hooks included
+    resolve: float = 10.0  # one "did you promote?" call after a lost promote answer
+    settle: float = 30.0  # how long the move keeps asking before leaving it to recovery
+
+
+DEADLINE_MAX = 3600.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     node: str
     pool_root: str
@@ -87,6 +109,7 @@ class AgentConfig:
     allow_client_hooks: bool = False
     hooks: HookConfig = field(default_factory=HookConfig)
     volume_hooks: Mapping[str, HookConfig] = field(default_factory=dict)
+    deadlines: MoveDeadlines = field(default_factory=MoveDeadlines)
     # The Docker volume plugin (docs/docker.md): on by default, root-only socket.
     docker_plugin: bool = True
     docker_socket: Path = DEFAULT_DOCKER_SOCKET
@@ -230,6 +253,19 @@ def _metrics(path: Path, table: Mapping[str, Any]) -> MetricsConfig | None:
     return MetricsConfig(address=host, port=int(port_text)) if enabled else None
 
 
+def _deadlines(path: Path, table: Mapping[str, Any]) -> MoveDeadlines:
+    r = _Reader(path, table, "deadlines.")
+    defaults = MoveDeadlines()
+    values: dict[str, float] = {}
+    for key in MoveDeadlines.__dataclass_fields__:
+        value = r.get(key, float, getattr(defaults, key))
+        if not 0 < value <= DEADLINE_MAX:
+            raise r.error(key, f"must be in (0, {DEADLINE_MAX:g}] seconds, got {value:g}")
+        values[key] = value
+    r.finish()
+    return MoveDeadlines(**values)
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else (base.parent / p)
@@ -283,6 +319,7 @@ def load_agent_config(path: Path = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         allow_client_hooks=r.get("allow_client_hooks", bool, False),
         hooks=_hooks(path, hooks_table, "hooks."),
         volume_hooks=volume_hooks,
+        deadlines=_deadlines(path, r.get("deadlines", dict, {})),
         metrics=_metrics(path, r.get("metrics", dict, {})),
         docker_plugin=r.get("docker_plugin", bool, True),
         docker_socket=_resolve(path, r.get("docker_socket", str, str(DEFAULT_DOCKER_SOCKET))),

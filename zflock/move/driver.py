@@ -13,6 +13,10 @@ invariants of docs/design.md:
 3. The final snapshot is taken after the fence: every acknowledged write is in it.
 5. A move cut short is finished or undone by recover() (agent start, or
    `zflock move` run again).
+6. Every step taken while the source is fenced has a deadline (spec.deadlines,
+   `[deadlines]` in agent.toml). A deadline missed before the promote request
+   is sent rolls back like any other failure there; a missed promote deadline
+   is a lost answer: the source stays fenced and the move is settled.
 
 Downtime is measured from the start of the pre-cutover hooks (the consumer
 stops) to the destination's answer to promote, which it sends after the copy
@@ -21,14 +25,17 @@ is writable, mounted, and its post-cutover hooks have run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from zflock.cluster.config import MoveDeadlines
 from zflock.errors import ZflockError
 from zflock.move.converge import ABORT, CONTINUE, CUTOVER, Decision, Limits, Round, decide
 from zflock.move.endpoint import (
@@ -52,9 +59,9 @@ from zflock.replication.driver import Outcome
 log = logging.getLogger("zflock.move")
 
 Emit = Callable[[dict[str, Any]], None]
-# How long the job keeps asking an unreachable destination whether it promoted,
-# and keeps retrying the source's demotion, before leaving it to recovery.
-RESOLVE_SECONDS = 30.0
+# How long the job keeps retrying the source's demotion before leaving it to
+# recovery. (How long it asks an unreachable destination whether it promoted
+# is spec.deadlines.settle.)
 DEMOTE_SECONDS = 30.0
 
 
@@ -64,6 +71,10 @@ class MoveFailed(ZflockError):
 
 class MoveInDoubt(ZflockError):
     """The source is fenced and cannot learn whether the destination promoted."""
+
+
+class StepDeadline(ZflockError):
+    """A cutover step outlived its deadline (and was cancelled)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class MoveSpec:
     limits: Limits = field(default_factory=Limits)
     destroy_source: bool = False
     post_hooks: list[list[str]] = field(default_factory=list)
+    deadlines: MoveDeadlines = field(default_factory=MoveDeadlines)
 
 
 @dataclass
@@ -113,6 +125,17 @@ class Move:
         self.emit = emit
         self.result = MoveResult()
         self.marker = Marker(FENCED, spec.move_id, spec.destination, spec.epoch + 1)
+        self._stall: asyncio.Timeout | None = None  # the final delta's, while it runs
+
+    def progressed(self) -> None:
+        """A replication reported progress: the final delta's inactivity deadline restarts.
+
+        The final delta lasts as long as its data, so its deadline counts only time
+        without progress (no byte moved, no step begun or ended).
+        """
+        if self._stall is not None:
+            loop = asyncio.get_running_loop()
+            self._stall.reschedule(loop.time() + self.spec.deadlines.final_delta)
 
     # -- pre-copy -----------------------------------------------------------------------
 
@@ -151,26 +174,55 @@ class Move:
             what += f", but {hook_error}"
         return MoveFailed(f"move of {self.spec.volume} failed ({why}); {what}")
 
+    @asynccontextmanager
+    async def _deadline(
+        self, step: str, seconds: float, *, stall: bool = False
+    ) -> AsyncIterator[asyncio.Timeout]:
+        """Cancel the block after `seconds` (a zfs command in it is killed) and raise
+        StepDeadline naming the step; other errors pass through unchanged."""
+        timeout = asyncio.timeout(seconds)
+        try:
+            async with timeout:
+                yield timeout
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # someone else's TimeoutError
+            what = "made no progress for" if stall else "did not finish within"
+            raise StepDeadline(f"{step} {what} {seconds:g} s (its deadline)") from None
+
+    async def _final_delta(self) -> Outcome:
+        seconds = self.spec.deadlines.final_delta
+        async with self._deadline("the final delta", seconds, stall=True) as stall:
+            self._stall = stall
+            try:
+                return await self.replicate_once()
+            finally:
+                self._stall = None
+
     async def cutover(self) -> Promotion:
         spec = self.spec
+        deadlines = spec.deadlines
         down = time.monotonic()
         t = down
         try:
-            await self.source.run_hooks("pre_cutover")
+            await self.source.run_hooks("pre_cutover")  # bounded by the hooks' own timeout
         except ZflockError as exc:
             raise await self._rollback(exc, fenced=False) from exc
         self._step("pre-cutover hooks", t)
         try:
             t = time.monotonic()
-            await self.source.fence(self.marker)
+            async with self._deadline("the fence", deadlines.fence):
+                await self.source.fence(self.marker)
             self._step("fence", t)
             t = time.monotonic()
-            final_snap = await self.source.snapshot()
-            outcome = await self.replicate_once()
+            async with self._deadline("the final snapshot", deadlines.final_snapshot):
+                final_snap = await self.source.snapshot()
+            outcome = await self._final_delta()
             self.result.final = _round(0, outcome, time.monotonic() - t)
             self._step("final delta", t)
             t = time.monotonic()
-            state = await self.destination.state()
+            async with self._deadline("verifying the final snapshot", deadlines.verify):
+                state = await self.destination.state()
             newest = state.snapshots[-1] if state.snapshots else None
             if newest is None or newest.guid != final_snap.guid:
                 raise ZflockError(
@@ -179,7 +231,8 @@ class Move:
                 )
             self._step("verify", t)
             self.marker = self.marker.at(PROMOTING)
-            await self.source.set_marker(self.marker)
+            async with self._deadline("marking the move promoting", deadlines.fence):
+                await self.source.set_marker(self.marker)
         except BaseException as exc:
             # Nothing was asked of the destination: it cannot have promoted.
             raise await self._rollback(exc, fenced=True) from exc
@@ -190,7 +243,10 @@ class Move:
         )  # fmt: skip
         t = time.monotonic()
         try:
-            promotion = await self.destination.promote(request)
+            # From here on the destination may promote: a missed deadline is a lost
+            # answer, settled below, never a reason to unfence.
+            async with self._deadline(f"the promote call to {spec.destination}", deadlines.promote):
+                promotion = await self.destination.promote(request)
         except Exception as exc:
             # Did it promote before the answer was lost? Only the destination knows.
             outcome_of_promote = await self._settle()
@@ -198,8 +254,9 @@ class Move:
                 raise await self._rollback(exc, fenced=True) from exc
             if outcome_of_promote.action != COMPLETE:
                 raise MoveInDoubt(
-                    f"move of {spec.volume}: {outcome_of_promote.reason}; run the same "
-                    "`zflock move` again (or restart the agent) once it is reachable"
+                    f"move of {spec.volume}: {exc}; {outcome_of_promote.reason}; the source "
+                    "stays fenced, and its agent keeps settling the move in the background "
+                    "(or run the same `zflock move` again once it is reachable)"
                 ) from exc
             promotion = Promotion(
                 node=spec.destination, epoch=self.marker.new_epoch, snapshot=final_snap.name,
@@ -223,7 +280,7 @@ class Move:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(ZflockError),
                 wait=wait_exponential(multiplier=0.5, max=5),
-                stop=stop_after_delay(RESOLVE_SECONDS),
+                stop=stop_after_delay(self.spec.deadlines.settle),
                 reraise=True,
             ):
                 with attempt:

@@ -3,9 +3,16 @@
 `state` and `promote` use the move's connection. `resolve` opens a fresh one
 each time: it is what the source asks after that connection failed (and all
 that recovery needs, so recovery passes no connection).
+
+`resolve` is bounded (connecting included) by `resolve_timeout`: a peer that
+accepts connections but never answers (a stopped process, a hung ZFS) is
+unreachable, and the caller retries, fenced. The move driver bounds `state`
+and `promote` by its own step deadlines.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncssh
 
@@ -14,6 +21,7 @@ from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.model import ReplicaInfo
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
+from zflock.rpc.errors import NodeUnreachable
 from zflock.rpc.replica import RemoteReceiver
 
 
@@ -27,6 +35,8 @@ class RemoteDestination:
         volume: str,
         volume_id: str,
         epoch: int,
+        *,
+        resolve_timeout: float = 10.0,
     ) -> None:
         self.client = client
         self.receiver = receiver
@@ -35,6 +45,7 @@ class RemoteDestination:
         self.volume = volume
         self.volume_id = volume_id
         self.epoch = epoch
+        self.resolve_timeout = resolve_timeout
 
     async def state(self) -> ReplicaInfo:
         assert self.receiver is not None, "state() needs the move's connection"
@@ -49,6 +60,13 @@ class RemoteDestination:
         args = m.ResolveMove(
             name=self.volume, volume_id=self.volume_id, move_id=move_id, epoch=self.epoch
         )
-        async with AgentClient(self.peer, self.key) as client:
-            answer: m.MoveResolution = await client.call("resolve_move", args)
+        seconds = self.resolve_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                async with AgentClient(self.peer, self.key, timeout=seconds) as client:
+                    answer: m.MoveResolution = await client.call("resolve_move", args)
+        except TimeoutError:
+            raise NodeUnreachable(
+                self.peer.name, f"no answer to resolve_move within {seconds:g} s"
+            ) from None
         return answer.status
