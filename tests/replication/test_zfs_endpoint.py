@@ -1,10 +1,11 @@
 """The replication endpoints against real ZFS, without agents: an interrupted *first*
-receive on OpenZFS (the partial stream kept as the dataset itself, never stamped).
+receive on OpenZFS (the partial stream kept as the dataset itself, never stamped), and
+a completed first receive never stamped (adopted, on either ZFS).
 
 The receiver must see whose it is (the token's target GUID), resume into it or
 discard it, and nothing else; the sender must resume only its own dataset's
-streams, whatever token a peer hands it. zfs-fuse has no resumable receive, so
-these skip there because the probe says so (and fail if the OpenZFS tier lacks it).
+streams, whatever token a peer hands it. zfs-fuse has no resumable receive, so the
+resume tests skip there because the probe says so (and fail if the OpenZFS tier lacks it).
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.conftest import ZfsNode
-from tests.zfsstreams import cut_resumable_receive, guid, need, random_snapshot
+from tests.zfsstreams import cut_resumable_receive, guid, need, random_snapshot, send_bytes
 from zflock.errors import ZflockError
+from zflock.replication.admit import NotAdmitted
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
-from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
+from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender, snapref
 
 IDENTITY = SourceIdentity(volume="vol", volume_id="id-vol", epoch=1, origin="a", node="a")
+# A real zflock:id (a UUID), for a dataset that is checked as a replica once stamped.
+ADOPTER = SourceIdentity(
+    volume="vol", volume_id="0b6f6c3e-5f7a-4c1e-9a53-7d1f0c2b9e41", epoch=1, origin="a", node="a"
+)
 
 
 async def chunks_of(sender: ZfsSender, header: StepHeader) -> AsyncIterator[bytes]:
@@ -96,3 +102,35 @@ async def test_sender_resumes_only_its_own_datasets_streams(
         async with ZfsSender(src.zfs, mine, "a").send(header):
             pass
     assert [c async for c in chunks_of(ZfsSender(src.zfs, other, "a"), header)]
+
+
+async def test_unstamped_completed_first_receive_is_adopted_read_only_and_unmounted(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    # The agent died between a full receive that landed and its stamp (rule 3).
+    src, dst = zfs_pair
+    vol, target = f"{src_root}/vol", f"{dst_root}/vol"
+    await src.zfs.create(vol)
+    await random_snapshot(src, vol, 500_000)
+    async with dst.zfs.receive(target) as recv:  # mounted where the ZFS mounts it
+        await recv.write(await send_bytes(src, f"{vol}@s1"))
+    receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/vol-mnt", "b")
+    theirs = Cleanup(
+        adopt=True, source_snapshots=[snapref(s) for s in await src.zfs.list_snapshots(vol)]
+    )
+
+    # Claimed by a sender that does not have its snapshot: not ours to stamp.
+    with pytest.raises(NotAdmitted, match="refusing to adopt"):
+        await receiver.prepare(ADOPTER, Cleanup(adopt=True, source_snapshots=[]))
+    assert (await dst.zfs.get(target, ["zflock:volume"]))["zflock:volume"] is None
+
+    await receiver.prepare(ADOPTER, theirs)
+    props = await dst.zfs.get(
+        target, ["zflock:volume", "zflock:id", "zflock:role", "readonly", "mounted", "canmount"]
+    )
+    assert props == {"zflock:volume": "vol", "zflock:id": ADOPTER.volume_id,
+                     "zflock:role": "replica", "readonly": "on", "mounted": "no",
+                     "canmount": "noauto"}  # fmt: skip
+    # Adopted once: asking again is refused (it is a stamped replica now).
+    with pytest.raises(NotAdmitted, match="refusing to adopt"):
+        await receiver.prepare(ADOPTER, theirs)
