@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "units": {"errors"},
     "zfs": {"errors"},
     "cluster": {"errors", "zfs"},  # only zfs.names, to validate pool roots
-    "replication": {"errors", "cluster", "zfs"},
+    "replication": {"errors", "units", "cluster", "zfs"},
     "move": {"errors", "cluster", "zfs", "replication"},
     "rpc": {"errors", "units", "cluster", "zfs", "replication", "move"},
     "agent": {"errors", "units", "cluster", "zfs", "replication", "move", "rpc"},

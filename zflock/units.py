@@ -43,3 +43,49 @@ def format_age(seconds: float | None) -> str:
     if s < 172800:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+
+
+# Durations: one or more NUMBER+UNIT pairs, largest unit first ("90s", "1h30m",
+# "2d"), or a bare number of seconds. Whole seconds only: every interval zflock
+# schedules or keeps is at least a second, and integers round-trip exactly
+# through a ZFS property.
+_DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"(\d{1,9})([wdhms])")
+_DURATION = re.compile(r"(?:\d{1,9}[wdhms])+|\d{1,9}")
+
+
+def parse_duration(text: str, what: str = "duration") -> int:
+    """'30s', '5m', '1h30m', '2d', '1w', '45' -> whole seconds (> 0)."""
+    compact = text.strip().lower()
+    if not _DURATION.fullmatch(compact):
+        raise UsageError(
+            f"invalid {what} {text!r}: use a number with s, m, h, d or w (e.g. 30s, 5m, 1h30m)"
+        )
+    if compact.isdigit():
+        seconds = int(compact)
+    else:
+        parts = _DURATION_PART.findall(compact)
+        units = [unit for _, unit in parts]
+        order = list(_DURATION_UNITS)
+        if len(set(units)) != len(units) or units != sorted(units, key=order.index):
+            raise UsageError(f"invalid {what} {text!r}: give each unit once, largest first")
+        seconds = sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise UsageError(f"invalid {what} {text!r}: must be positive")
+    return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """The canonical text of a whole number of seconds: 90 -> '1m30s', 86400 -> '1d'.
+
+    `parse_duration(format_duration(n)) == n` for every n > 0.
+    """
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {seconds}")
+    parts = []
+    rest = seconds
+    for unit, size in _DURATION_UNITS.items():
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

@@ -16,6 +16,7 @@ from zflock.agent.logs import setup_logging
 from zflock.agent.server import Agent
 from zflock.cluster.config import load_agent_config
 from zflock.errors import UsageError, ZflockError
+from zflock.replication.policy import defaults_from_config
 
 log = logging.getLogger("zflock.agent")
 
@@ -24,6 +25,7 @@ def run_agent(config_path: Path, *, debug: bool = False) -> int:
     setup_logging(logging.DEBUG if debug else logging.INFO)
     try:
         config = load_agent_config(config_path)
+        defaults_from_config(config)  # [replication]: its grammars live in replication/
     except UsageError as exc:
         log.error("cannot start: %s", exc)
         return 2

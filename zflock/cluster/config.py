@@ -92,6 +92,27 @@ class MoveDeadlines:
 DEADLINE_MAX = 3600.0
 
 
+# The keep rules a policy gets unless the operator gives its own: every
+# snapshot of the last hour, then one an hour for a day, one a day for two weeks.
+DEFAULT_KEEP = "1x1h(keep=all) | 24x1h | 14x1d"
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    """`[replication]`: this node's defaults for volumes' replication policies.
+
+    Kept as written: the duration and keep-rule grammars live in
+    `replication/`, which this layer may not import.
+    `zflock.replication.policy.defaults_from_config` parses them (naming
+    this file and the key on an error), and the agent does that at startup.
+    """
+
+    every: str = "1m"  # the interval of `zflock replicate --every` given without a value
+    keep: str = DEFAULT_KEEP  # on the primary
+    keep_replica: str = DEFAULT_KEEP  # on each replica
+    max_streams: int = 2  # replication streams this node sends at once
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     node: str
@@ -107,6 +128,7 @@ class AgentConfig:
     # Hooks given on the command line (`zflock move --pre-hook ...`) run as
     # root on this node: only when the operator opted in.
     allow_client_hooks: bool = False
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     hooks: HookConfig = field(default_factory=HookConfig)
     volume_hooks: Mapping[str, HookConfig] = field(default_factory=dict)
     deadlines: MoveDeadlines = field(default_factory=MoveDeadlines)
@@ -266,6 +288,20 @@ def _deadlines(path: Path, table: Mapping[str, Any]) -> MoveDeadlines:
     return MoveDeadlines(**values)
 
 
+def _replication(path: Path, table: Mapping[str, Any]) -> ReplicationConfig:
+    r = _Reader(path, table, "replication.")
+    config = ReplicationConfig(
+        every=r.get("every", str, ReplicationConfig.every),
+        keep=r.get("keep", str, ReplicationConfig.keep),
+        keep_replica=r.get("keep_replica", str, ReplicationConfig.keep_replica),
+        max_streams=r.get("max_streams", int, ReplicationConfig.max_streams),
+    )
+    if not 1 <= config.max_streams <= 64:
+        raise r.error("max_streams", f"{config.max_streams} not in 1-64")
+    r.finish()
+    return config
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else (base.parent / p)
@@ -317,6 +353,7 @@ def load_agent_config(path: Path = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         cluster=_resolve(path, r.get("cluster", str, str(DEFAULT_CLUSTER_FILE))),
         shutdown_grace=grace,
         allow_client_hooks=r.get("allow_client_hooks", bool, False),
+        replication=_replication(path, r.get("replication", dict, {})),
         hooks=_hooks(path, hooks_table, "hooks."),
         volume_hooks=volume_hooks,
         deadlines=_deadlines(path, r.get("deadlines", dict, {})),

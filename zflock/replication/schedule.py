@@ -1,0 +1,214 @@
+"""The replication scheduler's decisions (pure: state and a clock in, decisions out).
+
+The primary's agent keeps one `Link` per (volume, target node) of every
+volume whose policy is continuous (`policy.py`). Its loop (not built yet:
+it waits for the service layer of issue 11) only executes what these
+functions decide:
+
+* **when** a link runs next: `every` seconds after the last run STARTED
+  (so a run's duration does not add drift), with jitter, never sooner than
+  `Timing.min_gap` after it ended (a sync slower than its interval runs
+  back to back, never in a hot loop). A new link's first run is spread
+  uniformly over one interval, so 300 volumes set up at once do not all
+  start in the same second.
+* **after a failure**: capped exponential backoff, `Backoff.first` doubling
+  up to `Backoff.ceiling` (Proxmox's pvesr retries a few times, then every
+  30 minutes; the ceiling here is the same 30 minutes). The delay never
+  decreases while failures continue, never exceeds the ceiling, and never
+  goes below `first`: no hot loop even if every run fails at once.
+* **which** due links start now (`pick`): at most `limit` streams per
+  node at once, and at most ONE running link per VOLUME. One per volume,
+  not only one per (volume, target), because a run ends with pruning: the
+  prune after one target's sync must not destroy a snapshot another
+  target's stream is still sending from, and two runs must not take two
+  snapshots of the volume in the same second. The most overdue go first.
+* **after a move** (`after_move`): the direction switches, as Proxmox does
+  when a guest migrates to its replication target. If the volume moved to
+  one of its targets, that target is replaced, in place, by the old
+  primary: the new primary's agent takes over the schedule (the policy is
+  on the volume), and the old primary, now a replica sharing the move's
+  final snapshot, is kept by incrementals with no full resend. If it moved
+  to a node that was not a target, the targets stay as they are (the
+  operator asked for that many replicas; the old primary's copy is left
+  as an unkept replica until someone adds it with `--to`).
+
+Times are seconds on one clock the caller chooses (the agent uses the
+monotonic clock); randomness comes from a `random.Random` passed in.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from zflock.replication.policy import ReplicationPolicy
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry delays after consecutive failures: first * factor**(n-1), capped."""
+
+    first: float = 10.0
+    factor: float = 2.0
+    ceiling: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if not (self.first >= 1 and self.factor >= 1 and self.ceiling >= self.first):
+            raise ValueError(f"unusable backoff {self}")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the `failures`-th failure in a row (failures >= 1)."""
+        if failures < 1:
+            raise ValueError(f"delay() needs at least one failure, got {failures}")
+        # Stop multiplying once capped: a link failing for a week must not
+        # overflow a float.
+        delay = self.first
+        for _ in range(failures - 1):
+            delay *= self.factor
+            if delay >= self.ceiling:
+                return self.ceiling
+        return min(delay, self.ceiling)
+
+
+@dataclass(frozen=True)
+class Timing:
+    jitter: float = 0.1  # a run is up to +-5% (jitter/2) of the interval early or late
+    min_gap: float = 1.0  # seconds between the end of a run and the next start of the link
+    backoff: Backoff = Backoff()
+
+
+LinkKey = tuple[str, str]  # (volume, target node)
+
+
+@dataclass(frozen=True)
+class Link:
+    """The schedule of one (volume, target): what the agent would show in `status`."""
+
+    volume: str
+    target: str
+    every: float
+    next_run: float
+    running: bool = False
+    failures: int = 0  # in a row; 0 after a success
+    last_error: str | None = None
+    last_success: float | None = None
+
+    @property
+    def key(self) -> LinkKey:
+        return (self.volume, self.target)
+
+
+def first_run(volume: str, target: str, every: float, now: float, rng: random.Random) -> Link:
+    """A new link, its first run spread over the coming interval."""
+    return Link(volume, target, every, next_run=now + rng.random() * every)
+
+
+def started(link: Link) -> Link:
+    return replace(link, running=True)
+
+
+def after_run(
+    link: Link,
+    started_at: float,
+    finished_at: float,
+    error: str | None,
+    rng: random.Random,
+    timing: Timing = Timing(),
+) -> Link:
+    """The link after a run that started and finished at these times (error None = success)."""
+    if error is None:
+        spread = link.every * timing.jitter * (rng.random() - 0.5)
+        next_run = max(started_at + link.every + spread, finished_at + timing.min_gap)
+        return replace(
+            link,
+            running=False,
+            failures=0,
+            last_error=None,
+            last_success=finished_at,
+            next_run=next_run,
+        )
+    failures = link.failures + 1
+    # Jitter only lengthens a retry, and the cap applies after it.
+    delay = min(
+        timing.backoff.ceiling,
+        timing.backoff.delay(failures) * (1 + timing.jitter * rng.random()),
+    )
+    return replace(
+        link,
+        running=False,
+        failures=failures,
+        last_error=error,
+        next_run=finished_at + max(delay, timing.min_gap),
+    )
+
+
+def pick(links: Iterable[Link], now: float, limit: int) -> tuple[LinkKey, ...]:
+    """The due links to start now: most overdue first, within the limits above."""
+    links = tuple(links)
+    running = [link for link in links if link.running]
+    busy_volumes = {link.volume for link in running}
+    free = limit - len(running)
+    chosen: list[LinkKey] = []
+    due = sorted(
+        (link for link in links if not link.running and link.next_run <= now),
+        key=lambda link: (link.next_run, link.volume, link.target),
+    )
+    for link in due:
+        if len(chosen) >= free:
+            break
+        if link.volume in busy_volumes:
+            continue
+        busy_volumes.add(link.volume)
+        chosen.append(link.key)
+    return tuple(chosen)
+
+
+def next_wakeup(links: Iterable[Link]) -> float | None:
+    """When the loop next has something to decide (besides a run finishing)."""
+    idle = [link.next_run for link in links if not link.running]
+    return min(idle, default=None)
+
+
+def reconcile(
+    volume: str,
+    links: Sequence[Link],
+    policy: ReplicationPolicy | None,
+    now: float,
+    rng: random.Random,
+) -> tuple[Link, ...]:
+    """The links of `volume` under `policy` (None, or not continuous: none).
+
+    Call it with the policy read from the volume whenever it may have
+    changed, and with None on a node that is not the volume's primary (a
+    demoted primary stops sending). A continuing target keeps its state; a
+    shorter interval brings its next run forward; a removed target is
+    dropped (a run still going finishes, and its result is ignored).
+    """
+    if policy is None or policy.every is None:
+        return ()
+    every = float(policy.every)
+    current = {link.target: link for link in links if link.volume == volume}
+    result = []
+    for target in policy.targets:
+        link = current.get(target)
+        if link is None:
+            result.append(first_run(volume, target, every, now, rng))
+        elif link.every != every:
+            next_run = min(link.next_run, now + every) if link.failures == 0 else link.next_run
+            result.append(replace(link, every=every, next_run=next_run))
+        else:
+            result.append(link)
+    return tuple(result)
+
+
+def after_move(policy: ReplicationPolicy, old_primary: str, new_primary: str) -> ReplicationPolicy:
+    """The policy once the volume's primary moved from `old_primary` to `new_primary`."""
+    if new_primary not in policy.targets or old_primary == new_primary:
+        return policy
+    targets = tuple(
+        old_primary if target == new_primary else target
+        for target in policy.targets
+        if target != old_primary  # cannot already be a target, but never list it twice
+    )
+    return replace(policy, targets=targets)
