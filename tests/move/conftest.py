@@ -93,16 +93,66 @@ def writer_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+COPY_PROPERTIES = (
+    "zflock:role,zflock:epoch,readonly,canmount,mounted,zflock:move,zflock:id,"
+    "zflock:promoted-by,zflock:stale"
+)
+
+
 def copy_state(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
-    """role, epoch, readonly, mounted and the move marker of one copy ({} if absent)."""
+    """role, epoch, readonly, canmount, mounted, the move marker, promoted-by and the
+    stale label of one copy ({} if absent)."""
     r = lab.node_run(
-        node, "zfs", "get", "-H", "-p", "-o", "property,value",
-        "zflock:role,zflock:epoch,readonly,mounted,zflock:move,zflock:id",
+        node, "zfs", "get", "-H", "-p", "-o", "property,value", COPY_PROPERTIES,
         lab.ds(node, volume),
     )  # fmt: skip
     if r.returncode != 0:
         return {}
     return dict(line.split("\t", 1) for line in r.stdout.splitlines())
+
+
+def assert_copies(
+    lab: AgentLab,
+    volume: str,
+    primary: str,
+    epoch: int,
+    *,
+    stale: dict[str, int] | None = None,
+    absent: tuple[str, ...] = (),
+) -> dict[str, dict[str, str]]:
+    """The full end state of every copy on every node of the lab, after a move, a rollback
+    or a settle: one writable, mounted primary at `epoch`; every other copy a read-only,
+    unmounted replica at an epoch no higher (or absent), none with a move marker or a
+    promoted-by left over; the `stale` ones (node -> the least epoch they lost to)
+    labelled stale (docs/move.md, "The fencing rule")."""
+    stale = stale or {}
+    states = {n: copy_state(lab, n, volume) for n in lab.state.nodes}
+    for node, s in states.items():
+        where = f"{node}: {s}"
+        if node in absent:
+            assert s == {}, where
+            continue
+        if node == primary:
+            assert (s["zflock:role"], s["zflock:epoch"]) == ("primary", str(epoch)), where
+            assert (s["readonly"], s["canmount"], s["mounted"]) == ("off", "on", "yes"), where
+            assert (s["zflock:move"], s["zflock:stale"]) == ("-", "-"), where
+            # Written by the move that promoted it (none for a copy never moved).
+            assert s["zflock:promoted-by"] in ("-",) or s["zflock:promoted-by"].endswith(
+                f"/{epoch}"
+            ), where
+            continue
+        if not s:
+            assert node not in stale, f"{node}: the stale copy is gone"
+            continue
+        assert s["zflock:role"] == "replica" and int(s["zflock:epoch"]) <= epoch, where
+        assert (s["readonly"], s["canmount"], s["mounted"]) == ("on", "noauto", "no"), where
+        assert (s["zflock:move"], s["zflock:promoted-by"]) == ("-", "-"), where
+        if node in stale:
+            lost_to, _, reason = s["zflock:stale"].partition("/")
+            assert int(lost_to) >= stale[node] and reason, where
+        else:
+            assert s["zflock:stale"] == "-", where
+    return states
 
 
 def writable(state: dict[str, str]) -> bool:

@@ -14,6 +14,7 @@ import pytest
 from tests.agentlab import AgentLab, patience, wait_until
 from tests.move.conftest import (
     Writer,
+    assert_copies,
     copy_state,
     move,
     moved,
@@ -71,6 +72,7 @@ def test_move_under_a_writer_loses_no_acknowledged_write(
     assert lab.checksums("node2", "db")["./data.bin"] == before
     assert_primary(lab, "db", "node2", 2)
     assert_fenced_replica(lab, "db", "node1")
+    assert_copies(lab, "db", "node2", 2)
 
 
 def test_there_and_back_ten_times_epoch_rises_by_one(agent_lab: AgentLab, writer_dir: Path) -> None:
@@ -91,6 +93,7 @@ def test_there_and_back_ten_times_epoch_rises_by_one(agent_lab: AgentLab, writer
             writer.verify_on(there)
             assert_primary(lab, "ping", there, i + 2)
             assert_fenced_replica(lab, "ping", here)
+            assert_copies(lab, "ping", there, i + 2)
             here, there = there, here
         writer.stop(here)
     print(f"\n10 moves, downtimes {downtimes}, {watch.samples} invariant samples")
@@ -113,6 +116,7 @@ def test_dry_run_changes_nothing_and_destroy_source(agent_lab: AgentLab) -> None
     assert report["epoch"] == 2
     assert lab.ds("node1", "dry") not in lab.datasets("node1")
     assert_primary(lab, "dry", "node2", 2)
+    assert_copies(lab, "dry", "node2", 2, absent=("node1",))
 
 
 def test_bad_input_is_refused_and_changes_nothing(agent_lab: AgentLab) -> None:
@@ -170,6 +174,7 @@ def test_a_second_move_of_the_same_volume_is_refused(agent_lab: AgentLab) -> Non
         started.unlink(missing_ok=True)
     assert first.returncode == 0, err
     assert json.loads(out)["epoch"] == 2
+    assert_copies(lab, "busy", "node2", 2)
 
 
 def test_diverged_destination_is_refused(agent_lab: AgentLab) -> None:

@@ -21,6 +21,7 @@ import pytest
 from tests.agentlab import AgentLab, patience, scaled_mib, wait_until
 from tests.move.conftest import (
     Writer,
+    assert_copies,
     copy_state,
     move,
     one_writable_copy,
@@ -87,6 +88,7 @@ def test_failing_pre_hook_aborts_before_anything_is_fenced(
         writer.stop("node1")
     assert_source_serving(lab, "hookfail")
     assert_not_serving(lab, "node2", "hookfail")
+    assert_copies(lab, "hookfail", "node1", 1)
     writer.verify_on("node1")
 
 
@@ -109,11 +111,13 @@ def test_destination_agent_killed_during_precopy(agent_lab: AgentLab) -> None:
             _, err = proc.communicate(timeout=patience(120))
             assert proc.returncode == 1, err
             assert_source_serving(lab, "dkill")
+            assert_copies(lab, "dkill", "node1", 1)
         finally:
             agents.start(lab.state, node2)
         report = rerun_until_moved(lab, "dkill", "node2")
     assert report["epoch"] == 2
     assert_not_serving(lab, "node1", "dkill")
+    assert_copies(lab, "dkill", "node2", 2)
     assert lab.checksums("node2", "dkill") == lab.checksums("node1", "dkill")
 
 
@@ -137,6 +141,7 @@ def test_network_cut_before_the_final_delta_rolls_back(
             assert r.returncode == 1
             assert "rolled back" in r.stderr, r.stderr
             assert_source_serving(lab, "netcut")
+            assert_copies(lab, "netcut", "node1", 1)
             acked = writer.acked()
             writer.wait_acked(acked + 10)  # the rollback hook restarted the writer
         finally:
@@ -148,6 +153,7 @@ def test_network_cut_before_the_final_delta_rolls_back(
         writer.stop("node2")
     writer.verify_on("node2")
     assert_not_serving(lab, "node1", "netcut")
+    assert_copies(lab, "netcut", "node2", 2)
 
 
 def test_source_agent_killed_while_the_destination_promotes(
@@ -186,6 +192,7 @@ def test_source_agent_killed_while_the_destination_promotes(
         writer.wait_acked(writer.acked() + 10)
         writer.stop("node2")
     assert_not_serving(lab, "node1", "skill")
+    assert_copies(lab, "skill", "node2", 2)
     state = copy_state(lab, "node2", "skill")
     assert (state["zflock:role"], state["zflock:epoch"], state["readonly"]) == (
         "primary", "2", "off",
@@ -234,6 +241,7 @@ def test_destination_agent_killed_while_promoting_is_settled(
             wait_until("node1's background recovery", lambda: copy_state(lab, "node1", "dsettle")
                        .get("zflock:move") == "-", timeout=120)  # fmt: skip
     assert_not_serving(lab, "node1", "dsettle")
+    assert_copies(lab, "dsettle", "node2", 2)
     state = copy_state(lab, "node2", "dsettle")
     assert (state["zflock:role"], state["zflock:epoch"]) == ("primary", "2")
     assert (state["readonly"], state["mounted"]) == ("off", "yes")

@@ -6,15 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from zflock.move.fencing import ABORTED, PROMOTED, SUPERSEDED, UNKNOWN
 from zflock.move.marker import FENCED, PROMOTING, BadMarker, Marker, new_move_id, parse_marker
 from zflock.move.recovery import (
-    ABORTED,
     ASK_DESTINATION,
     COMPLETE,
-    PROMOTED,
+    RETIRE,
     ROLL_BACK,
+    STALE,
     UNREACHABLE,
     WAIT,
+    Heard,
     recover,
 )
 
@@ -63,27 +65,58 @@ PROMOTING_M = Marker(PROMOTING, MOVE, "node2", 3)
 
 
 @pytest.mark.parametrize(
-    ("marker", "role", "answer", "action"),
+    ("marker", "role", "epoch", "answer", "seen", "action"),
     [
         # Never asked to promote: the source alone can undo it.
-        (FENCED_M, "primary", None, ROLL_BACK),
-        (FENCED_M, "primary", UNREACHABLE, ROLL_BACK),
+        (FENCED_M, "primary", 2, None, 0, ROLL_BACK),
+        (FENCED_M, "primary", 2, UNREACHABLE, 0, ROLL_BACK),
+        # ... unless some node holds a higher epoch: never writable below it.
+        (FENCED_M, "primary", 2, None, 3, STALE),
         # A promote request may be out: only the destination knows.
-        (PROMOTING_M, "primary", None, ASK_DESTINATION),
-        (PROMOTING_M, "primary", PROMOTED, COMPLETE),
-        (PROMOTING_M, "primary", ABORTED, ROLL_BACK),
-        (PROMOTING_M, "primary", UNREACHABLE, WAIT),
+        (PROMOTING_M, "primary", 2, None, 0, ASK_DESTINATION),
+        (PROMOTING_M, "primary", 2, PROMOTED, 3, COMPLETE),
+        (PROMOTING_M, "primary", 2, ABORTED, 2, ROLL_BACK),
+        (PROMOTING_M, "primary", 2, ABORTED, 5, STALE),
+        (PROMOTING_M, "primary", 2, SUPERSEDED, 4, STALE),
+        (PROMOTING_M, "primary", 2, SUPERSEDED, 0, STALE),
+        (PROMOTING_M, "primary", 2, UNREACHABLE, 0, WAIT),
+        (PROMOTING_M, "primary", 2, UNKNOWN, 0, WAIT),
+        (PROMOTING_M, "primary", 2, UNKNOWN, 2, WAIT),
+        # The destination cannot answer, but a peer holds the move's epoch or more.
+        (PROMOTING_M, "primary", 2, UNKNOWN, 3, STALE),
+        (PROMOTING_M, "primary", 2, UNREACHABLE, 4, STALE),
         # The demotion had started: only the marker is left.
-        (PROMOTING_M, "replica", None, COMPLETE),
-        (FENCED_M, "replica", None, COMPLETE),
+        (PROMOTING_M, "replica", 2, None, 0, COMPLETE),
+        (FENCED_M, "replica", 2, None, 0, COMPLETE),
+        # A marker at or below the copy's own epoch is history: retired, never acted on.
+        (PROMOTING_M, "primary", 3, None, 0, RETIRE),
+        (PROMOTING_M, "primary", 4, ABORTED, 0, RETIRE),
+        (FENCED_M, "primary", 3, None, 0, RETIRE),
+        (PROMOTING_M, "replica", 5, SUPERSEDED, 9, RETIRE),
     ],
 )
-def test_recovery_table(marker: Marker, role: str, answer: str | None, action: str) -> None:
-    r = recover(marker, role, answer)
+def test_recovery_table(
+    marker: Marker, role: str, epoch: int, answer: Heard | None, seen: int, action: str
+) -> None:
+    r = recover(marker, role, epoch, answer, seen)
     assert r.action == action and r.reason
+    if action == STALE:
+        assert r.lost_to > epoch
 
 
-def test_recovery_never_unfences_without_knowing() -> None:
-    # Invariant 1: with a promote possibly delivered, rolling back needs ABORTED.
-    for answer in (None, UNREACHABLE):
-        assert recover(PROMOTING_M, "primary", answer).action != ROLL_BACK
+@given(
+    st.sampled_from([FENCED_M, PROMOTING_M]),
+    st.sampled_from(["primary", "replica"]),
+    st.integers(1, 6),
+    st.sampled_from([None, PROMOTED, ABORTED, SUPERSEDED, UNKNOWN, UNREACHABLE]),
+    st.integers(0, 8),
+)
+def test_recovery_never_unfences_without_knowing(
+    marker: Marker, role: str, epoch: int, answer: Heard | None, seen: int
+) -> None:
+    # Invariant 1: with a promote possibly delivered, rolling back needs ABORTED, and
+    # never happens below an epoch seen anywhere or for a marker older than the copy.
+    r = recover(marker, role, epoch, answer, seen)
+    if r.action == ROLL_BACK:
+        assert role == "primary" and seen <= epoch < marker.new_epoch
+        assert marker.phase == FENCED or answer == ABORTED

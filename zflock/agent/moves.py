@@ -45,6 +45,8 @@ from zflock.zfs import Zfs, validate_component
 
 log = logging.getLogger("zflock.agent.moves")
 RECOVERY_RETRY_MAX = 30.0
+# How long recovery waits for each other node's list of copies (their epochs).
+PEER_EPOCH_SECONDS = 10.0
 # Keep this share of the destination pool free after the move's data landed.
 SPACE_MARGIN = 0.05
 
@@ -340,11 +342,40 @@ class Moves:
                 None, None, peer, self.key(), name, ownership.id, marker.new_epoch,
                 resolve_timeout=self.config.deadlines.resolve,
             )  # fmt: skip
-        done = await recover_move(name, marker, ownership.role, source, destination)
+
+        async def peers() -> int:
+            return await self._peer_epoch(name, ownership.id, marker.destination)
+
+        done = await recover_move(
+            name, marker, ownership.role, ownership.epoch, source, destination, peers
+        )
         level = logging.INFO if done.action != WAIT else logging.WARNING
         log.log(level, "interrupted move %s: %s (%s)", marker.format(), done.action, done.reason,
                 extra={"volume": name})  # fmt: skip
         return done
+
+    async def _peer_epoch(self, name: str, volume_id: str, destination: str) -> int:
+        """The highest epoch of this volume (by id) that the nodes other than this one
+        and the move's destination (which answers for itself) report; those that cannot
+        be reached within PEER_EPOCH_SECONDS count for nothing."""
+        seconds = PEER_EPOCH_SECONDS
+
+        async def ask(peer: NodeEntry) -> int:
+            try:
+                async with asyncio.timeout(seconds):
+                    async with AgentClient(peer, self.key(), timeout=seconds) as client:
+                        found: m.VolumeList = await client.call(
+                            "list_volumes", m.ListVolumes(names=[name])
+                        )
+            except (ZflockError, TimeoutError, OSError):
+                return 0
+            return max((c.epoch for c in found.volumes if c.id == volume_id), default=0)
+
+        others = [
+            n for n in load_inventory(self.config.cluster).nodes.values()
+            if n.name not in (self.config.node, destination)
+        ]  # fmt: skip
+        return max(await asyncio.gather(*(ask(n) for n in others)), default=0)
 
     def spawn_recovery(self, name: str) -> None:
         task = asyncio.get_running_loop().create_task(self._recovery_loop(name))
@@ -408,8 +439,8 @@ class Moves:
     async def resolve(self, args: m.ResolveMove) -> m.MoveResolution:
         destination = self._destination(args.name)
         async with self.locks.hold(args.name, "resolve move", wait=True):
-            status = await destination.resolve(args.volume_id, args.move_id, args.epoch)
-        return m.MoveResolution(status=status)
+            answer = await destination.resolve(args.volume_id, args.move_id, args.epoch)
+        return m.MoveResolution(status=answer.answer, epoch=answer.epoch)
 
 
 def _space_needed(referenced: int, destination: ReplicaInfo) -> int:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from zflock.cluster.config import AgentConfig
 from zflock.cluster.ownership import (
     PROP_SEQ,
+    PROP_STALE,
     ROLE_PRIMARY,
     ZFLOCK_PROPERTIES,
     NotManaged,
@@ -48,6 +49,7 @@ LIST_PROPERTIES = (
     "referenced",
     "quota",
     PROP_MOVE,
+    PROP_STALE,
 )
 
 
@@ -146,6 +148,7 @@ class Volumes:
             latest_snapshot=latest.name.split("@", 1)[1] if latest else None,
             latest_snapshot_time=parse_int(latest.properties.get("creation")) if latest else None,
             move=p.get(PROP_MOVE) or None,
+            stale=p.get(PROP_STALE) or None,
         )
 
     async def ownership(self, name: str) -> Ownership:

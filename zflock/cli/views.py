@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from zflock.cluster.ownership import ROLE_PRIMARY
+from zflock.cluster.ownership import ROLE_PRIMARY, parse_stale
 from zflock.rpc.messages import VolumeInfo
 
 
@@ -57,6 +57,11 @@ def group_volumes(copies: list[VolumeInfo]) -> list[VolumeView]:
             problems.append(f"stale primary at a lower epoch on {', '.join(stale)}")
         if not primaries:
             problems.append("no reachable primary")
+        for c in group:
+            # A former source that lost to a higher epoch: safe (read-only), but an
+            # operator should know why it is there (docs/move.md, "Stale copies").
+            if (label := parse_stale(c.stale)) is not None:
+                problems.append(f"{c.node} holds a {label.describe()}")
         if len(names[group[0].name]) > 1:
             problems.append(f"another volume named {group[0].name} exists (id differs)")
         views.append(

@@ -102,7 +102,8 @@ def ls_command(
     "replica"), epoch, origin, mountpoint, mounted, readonly, used,
     referenced, quota (bytes or null), snapshots (count), latest_snapshot,
     latest_snapshot_time (unix s), latest_snapshot_age_s, move (the
-    zflock:move marker of a cutover in progress, or null: docs/move.md).
+    zflock:move marker of a cutover in progress, or null: docs/move.md),
+    stale (a stale copy's "<epoch>/<reason>/<move id>", or null: docs/move.md).
     """
     names = [validate_volume(v) for v in volumes]
     c = load_cluster(cluster, identity, timeout)

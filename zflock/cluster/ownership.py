@@ -12,6 +12,8 @@ shows it to an operator:
     zflock:role     "primary" (the one writable, mounted copy) or "replica"
     zflock:origin   the node that created the volume
     zflock:seq      the sequence number of the newest snapshot zflock took
+    zflock:stale    set on a *stale* copy: a former primary that lost a move to a
+                    higher epoch without handing over cleanly (`Stale`)
 
 Everything here is pure: property dicts in, dataclasses out.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 PROP_VOLUME = "zflock:volume"
 PROP_ID = "zflock:id"
@@ -33,6 +36,9 @@ ZFLOCK_PROPERTIES = (PROP_VOLUME, PROP_ID, PROP_EPOCH, PROP_ROLE, PROP_ORIGIN, P
 ROLE_PRIMARY = "primary"
 ROLE_REPLICA = "replica"
 ROLES = (ROLE_PRIMARY, ROLE_REPLICA)
+
+PROP_STALE = "zflock:stale"
+StaleReason = Literal["superseded", "higher-epoch", "unreadable"]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -91,3 +97,42 @@ def ownership_properties(o: Ownership) -> dict[str, str]:
         PROP_ORIGIN: o.origin,
         PROP_SEQ: str(o.seq),
     }
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A stale copy: the source of a move that lost to a higher epoch (docs/move.md).
+
+    It is a read-only, unmounted replica (role `replica`) that zflock never makes
+    writable again on its own: not re-promoted by a late answer, no rollback hooks.
+    Stored as `zflock:stale=<epoch>/<reason>/<move id>`. The label stays until a later
+    move promotes the copy (it then holds the newest data) or it is destroyed.
+    """
+
+    epoch: int  # the epoch it lost to (the highest its agent saw)
+    reason: StaleReason  # superseded: the destination said so; higher-epoch: a peer
+    move_id: str  # the move this copy was the source of
+
+    def format(self) -> str:
+        return f"{self.epoch}/{self.reason}/{self.move_id}"
+
+    def describe(self) -> str:
+        why = {
+            "superseded": "a later move superseded its move",
+            "higher-epoch": "another node reports a higher epoch",
+            "unreadable": "its zflock:stale value is damaged",
+        }[self.reason]
+        move = f" {self.move_id}" if self.move_id else ""
+        return f"stale: lost to epoch {self.epoch} ({why}; move{move})"
+
+
+def parse_stale(value: str | None) -> Stale | None:
+    """None for a copy that is not stale; a damaged value still reads as stale (never
+    writable on a guess)."""
+    if value is None or value in ("", "-"):
+        return None
+    epoch, _, rest = value.partition("/")
+    reason, _, move_id = rest.partition("/")
+    if not epoch.isdigit() or reason not in ("superseded", "higher-epoch"):
+        return Stale(0, "unreadable", "")
+    return Stale(int(epoch), "superseded" if reason == "superseded" else "higher-epoch", move_id)

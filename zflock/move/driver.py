@@ -36,6 +36,7 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from zflock.cluster.config import MoveDeadlines
+from zflock.cluster.ownership import Stale, StaleReason
 from zflock.errors import ZflockError
 from zflock.move.converge import ABORT, CONTINUE, CUTOVER, Decision, Limits, Round, decide
 from zflock.move.endpoint import (
@@ -48,9 +49,12 @@ from zflock.move.marker import FENCED, PROMOTING, Marker
 from zflock.move.recovery import (
     ASK_DESTINATION,
     COMPLETE,
+    RETIRE,
     ROLL_BACK,
+    STALE,
     UNREACHABLE,
     WAIT,
+    Heard,
     Recovery,
     recover,
 )
@@ -273,7 +277,8 @@ class Move:
 
     async def _settle(self) -> Recovery:
         """Ask the destination (retrying while unreachable) to settle this move."""
-        answer = UNREACHABLE
+        answer: Heard = UNREACHABLE
+        seen = 0
         try:
             # Any failure is retried: a destination agent that just restarted, or a
             # ZFS command that was busy for a moment, answers on a later try.
@@ -284,13 +289,16 @@ class Move:
                 reraise=True,
             ):
                 with attempt:
-                    answer = await self.destination.resolve(self.spec.move_id)
+                    resolution = await self.destination.resolve(self.spec.move_id)
+                    answer, seen = resolution.answer, resolution.epoch
         except ZflockError as exc:
             # Not knowing is never a reason to unfence: the source stays read-only.
             log.error("cannot settle move %s with %s: %s", self.spec.move_id,
                       self.spec.destination, exc, extra={"volume": self.spec.volume})  # fmt: skip
             answer = UNREACHABLE
-        return recover(self.marker, "primary", answer)
+        # A STALE outcome is left to the background recovery (the marker stays): the
+        # caller reports the move in doubt and never unfences.
+        return recover(self.marker, "primary", self.spec.epoch, answer, seen)
 
     async def demote(self) -> None:
         t = time.monotonic()
@@ -344,29 +352,60 @@ async def recover_move(
     volume: str,
     marker: Marker,
     role: str,
+    epoch: int,
     source: SourceSide,
     destination: DestinationSide | None,
+    peers: Callable[[], Awaitable[int]] | None = None,
 ) -> Recovery:
-    """Finish or undo an interrupted move found on the source. Returns what was done.
+    """Finish, undo, retire or leave stale an interrupted move found on the source
+    (zflock.move.recovery.recover decides). Returns what was done.
 
-    `destination` None means it cannot be reached (no connection).
+    `role` and `epoch` are the source copy's own. `destination` None means it cannot
+    be reached (no connection). `peers` returns the highest epoch of this volume the
+    other reachable nodes report (0: none): asked before the source is unfenced and
+    while the destination cannot answer, so that no copy is made writable below an
+    epoch some node holds, and a source whose destination is gone can still learn
+    that it lost.
     """
-    decision = recover(marker, role)
+    decision = recover(marker, role, epoch)
+    answer: Heard | None = None
+    seen = 0
     if decision.action == ASK_DESTINATION:
         answer = UNREACHABLE
         if destination is not None:
             try:
-                answer = await destination.resolve(marker.move_id)
+                resolution = await destination.resolve(marker.move_id)
+                answer, seen = resolution.answer, resolution.epoch
             except ZflockError as exc:
                 log.warning("cannot settle move %s with %s yet: %s", marker.move_id,
                             marker.destination, exc)  # fmt: skip
                 answer = UNREACHABLE
-        decision = recover(marker, role, answer)
+        decision = recover(marker, role, epoch, answer, seen)
+    if decision.action in (ROLL_BACK, WAIT) and peers is not None:
+        seen = max(seen, await peers())
+        decision = recover(marker, role, epoch, answer, seen)
     if decision.action == ROLL_BACK:
         await source.unfence()
         await run_rollback_hooks(source, volume)
     elif decision.action == COMPLETE:
         await demote_source(source, destroy=False)
+    elif decision.action == STALE:
+        reason: StaleReason = "superseded" if decision.superseded else "higher-epoch"
+        await stale_source(source, Stale(decision.lost_to, reason, marker.move_id))
+    elif decision.action == RETIRE:
+        await source.clear_marker()
     else:
         assert decision.action == WAIT
     return decision
+
+
+async def stale_source(source: SourceSide, stale: Stale) -> None:
+    """Leave the source fenced for good as a stale copy, retrying a busy unmount."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(ZflockError),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(DEMOTE_SECONDS),
+        reraise=True,
+    ):
+        with attempt:
+            await source.mark_stale(stale)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from zflock.cluster.ownership import Stale
+from zflock.move.fencing import Answer
 from zflock.move.marker import Marker
 from zflock.replication.model import ReplicaInfo
 
@@ -40,6 +42,14 @@ class Promotion:
 
 
 @dataclass(frozen=True)
+class Resolution:
+    """The destination's answer to resolve_move (zflock.move.fencing.decide_resolve)."""
+
+    answer: Answer
+    epoch: int = 0  # the highest epoch the destination's copy has seen
+
+
+@dataclass(frozen=True)
 class SnapTaken:
     name: str
     guid: int
@@ -52,9 +62,13 @@ class SourceSide(Protocol):
 
     async def set_marker(self, marker: Marker) -> None: ...
 
+    async def clear_marker(self) -> None: ...
+
     async def unfence(self) -> None: ...
 
     async def demote(self, *, destroy: bool) -> None: ...
+
+    async def mark_stale(self, stale: Stale) -> None: ...
 
     async def run_hooks(self, kind: str) -> None: ...
 
@@ -64,4 +78,4 @@ class DestinationSide(Protocol):
 
     async def promote(self, request: PromoteRequest) -> Promotion: ...
 
-    async def resolve(self, move_id: str) -> str: ...
+    async def resolve(self, move_id: str) -> Resolution: ...

@@ -11,11 +11,15 @@ lives on the volume as the user property `zflock:move`:
 
 The destination writes two properties of its own:
 
-    zflock:promoted-by = <move id>   written first when it promotes itself: the
-                                     move's point of no return
-    zflock:aborted-move = <move id>  written when the source asks it to settle a
-                                     move it did not promote: from then on a
-                                     (late) promote for that move is refused
+    zflock:promoted-by = <move id>/<epoch>  written first when it promotes itself:
+                                     the move's point of no return; cleared when
+                                     the copy is demoted
+    zflock:aborted-move = <id>,<id>  the moves it was asked to settle and did not
+                                     promote (newest first, the last 32): from then
+                                     on a (late) promote for them is refused
+
+The fencing rule (zflock.move.fencing) reads them together with the copy's
+epoch and role, never alone.
 
 See docs/move.md for how each state is recovered.
 """

@@ -1,16 +1,21 @@
 """The destination's side of a move: promote its replica, or settle a move it did not.
 
 This runs in the destination's agent with the volume's lock held, and it
-trusts nothing in the request: it promotes only a zflock *replica* of the
-*same* volume (by id), whose newest snapshot is exactly the source's final
-snapshot (by GUID), to an epoch above every epoch the copy has seen, and
-never for a move it has already been told to abandon.
+trusts nothing in the request: every decision is the fencing rule's
+(zflock.move.fencing: `decide_promote`, `decide_resolve`) over this copy's
+volume id, epoch, role, `promoted-by` and `aborted-move`, never the move id
+alone. It promotes only a zflock *replica* of the *same* volume (by id),
+whose newest snapshot is exactly the source's final snapshot (by GUID), to
+an epoch above every epoch the copy has seen, and never for a move it has
+already been told to abandon.
 
-The point of no return is one property write, `zflock:promoted-by=<move>`.
+The point of no return is one property write, `zflock:promoted-by=<move>/<epoch>`.
 Everything after it (epoch, role, writable, mounted) is idempotent and is
-finished by `resolve` if a crash interrupts it; before it, `resolve` marks
-the move abandoned (`zflock:aborted-move`) so that a late promote request
-can never make this copy writable after the source has rolled back.
+finished by `resolve` if a crash interrupts it -- but only while the copy is
+still that move's primary: a copy demoted or promoted again since answers
+`superseded`. Before it, `resolve` marks the move abandoned
+(`zflock:aborted-move`) so that a late promote request can never make this
+copy writable after the source has rolled back. The epoch is never lowered.
 """
 
 from __future__ import annotations
@@ -22,17 +27,33 @@ from collections.abc import Awaitable, Callable
 from zflock.cluster.ownership import (
     PROP_EPOCH,
     PROP_ROLE,
+    PROP_STALE,
     ROLE_PRIMARY,
-    ROLE_REPLICA,
     ZFLOCK_PROPERTIES,
     NotManaged,
-    Ownership,
     ownership_from_properties,
+    parse_stale,
 )
 from zflock.errors import ZflockError
-from zflock.move.endpoint import PromoteRequest, Promotion
-from zflock.move.marker import PROP_ABORTED_MOVE, PROP_PROMOTED_BY, valid_move_id
-from zflock.move.recovery import ABORTED, PROMOTED
+from zflock.move.endpoint import PromoteRequest, Promotion, Resolution
+from zflock.move.fencing import (
+    CopyState,
+    MoveRef,
+    PromotedBy,
+    decide_promote,
+    decide_resolve,
+    parse_aborted,
+    parse_promoted_by,
+    with_aborted,
+)
+from zflock.move.marker import (
+    PROP_ABORTED_MOVE,
+    PROP_MOVE,
+    PROP_PROMOTED_BY,
+    BadMarker,
+    parse_marker,
+    valid_move_id,
+)
 from zflock.zfs import Zfs
 
 log = logging.getLogger("zflock.move")
@@ -56,43 +77,44 @@ class ZfsDestination:
         if not await self.zfs.exists(self.dataset):
             return None
         return await self.zfs.get(
-            self.dataset, [*ZFLOCK_PROPERTIES, PROP_PROMOTED_BY, PROP_ABORTED_MOVE]
+            self.dataset,
+            [*ZFLOCK_PROPERTIES, PROP_PROMOTED_BY, PROP_ABORTED_MOVE, PROP_MOVE, PROP_STALE],
         )
 
-    def _ours(self, props: dict[str, str | None], volume_id: str) -> Ownership:
+    @staticmethod
+    def _copy(props: dict[str, str | None]) -> CopyState:
+        """The copy as the fencing rule reads it (NotManaged: not a zflock copy)."""
+        o = ownership_from_properties(props)
+        stale = parse_stale(props.get(PROP_STALE))
         try:
-            o = ownership_from_properties(props)
-        except NotManaged as exc:
-            raise PromoteRefused(
-                f"{self.node}: {self.dataset} is not a zflock copy ({exc})"
-            ) from None
-        if o.id != volume_id:
-            raise PromoteRefused(
-                f"{self.node}: {self.dataset} is a copy of another volume (id {o.id})"
-            )
-        return o
+            marker = parse_marker(props.get(PROP_MOVE))
+            moving_to = marker.new_epoch if marker else 0
+        except BadMarker:
+            moving_to = o.epoch + 1  # damaged: read as a move of its own in progress
+        return CopyState(
+            volume_id=o.id, epoch=o.epoch, role=o.role,
+            promoted_by=parse_promoted_by(props.get(PROP_PROMOTED_BY)),
+            aborted_moves=parse_aborted(props.get(PROP_ABORTED_MOVE)),
+            lost_to=stale.epoch if stale else 0, moving_to=moving_to,
+        )  # fmt: skip
 
     async def promote(self, req: PromoteRequest, post_hooks: PostHooks) -> Promotion:
         started = time.monotonic()
         if not valid_move_id(req.move_id):
             raise PromoteRefused(f"bad move id {req.move_id!r}")
         props = await self._props()
-        if props is None:
-            raise PromoteRefused(f"{self.node}: {self.dataset} does not exist")
-        o = self._ours(props, req.volume_id)
-        if props.get(PROP_PROMOTED_BY) != req.move_id:
-            if props.get(PROP_ABORTED_MOVE) == req.move_id:
-                raise PromoteRefused(
-                    f"{self.node}: move {req.move_id} was abandoned; it can no longer promote"
-                )
-            if o.role != ROLE_REPLICA:
-                raise PromoteRefused(f"{self.node}: {self.dataset} is a {o.role}, not a replica")
-            if o.epoch >= req.epoch:
-                # Fencing: never make writable a copy that has seen this epoch already.
-                raise PromoteRefused(
-                    f"{self.node}: {self.dataset} has epoch {o.epoch}; refusing to promote "
-                    f"it to epoch {req.epoch}"
-                )
+        try:
+            copy = self._copy(props) if props is not None else None
+        except NotManaged as exc:
+            raise PromoteRefused(
+                f"{self.node}: {self.dataset} is not a zflock copy ({exc})"
+            ) from None
+        move = MoveRef(req.volume_id, req.move_id, req.epoch)
+        decision = decide_promote(copy, move)
+        if decision.action == "refuse":
+            raise PromoteRefused(f"{self.node}: {self.dataset}: {decision.reason}; refusing to "
+                                 f"promote it to epoch {req.epoch}")  # fmt: skip
+        if decision.action == "promote":
             snaps = await self.zfs.list_snapshots(self.dataset)
             if not snaps or snaps[-1].guid != req.guid:
                 newest = f"@{snaps[-1].name} (guid {snaps[-1].guid})" if snaps else "none"
@@ -101,7 +123,8 @@ class ZfsDestination:
                     f"final snapshot (guid {req.guid}); refusing to promote"
                 )
             # The point of no return.
-            await self.zfs.set(self.dataset, {PROP_PROMOTED_BY: req.move_id})
+            by = PromotedBy(req.move_id, req.epoch)
+            await self.zfs.set(self.dataset, {PROP_PROMOTED_BY: by.format()})
             log.warning(
                 "promoting to primary at epoch %d (move %s from %s)",
                 req.epoch,
@@ -109,7 +132,8 @@ class ZfsDestination:
                 req.source,
                 extra={"volume": req.name},
             )
-        snapshot = await self._finish(req.epoch)
+        assert props is not None and copy is not None
+        snapshot = await self._finish(req.epoch, copy, props)
         hook_errors = await post_hooks(req)
         return Promotion(
             node=self.node,
@@ -120,9 +144,18 @@ class ZfsDestination:
             hook_errors=hook_errors,
         )
 
-    async def _finish(self, epoch: int) -> str:
-        """Epoch and role first, then writable, then mounted: each step idempotent."""
+    async def _finish(self, epoch: int, copy: CopyState, props: dict[str, str | None]) -> str:
+        """Epoch and role first, then writable, then mounted: each step idempotent.
+
+        Only for a copy the fencing rule says is this move's primary: its epoch is at
+        or below `epoch`, so this never lowers it. A move marker or stale label left
+        from this copy's own past as a source is history once it is the primary.
+        """
+        assert copy.epoch <= epoch, "the fencing rule never finishes a copy past the move"
         await self.zfs.set(self.dataset, {PROP_EPOCH: str(epoch), PROP_ROLE: ROLE_PRIMARY})
+        for prop in (PROP_MOVE, PROP_STALE):
+            if props.get(prop) not in (None, "", "-"):
+                await self.zfs.inherit(self.dataset, prop)
         await self.zfs.set(
             self.dataset, {"readonly": "off", "canmount": "on", "mountpoint": self.mountpoint}
         )
@@ -130,17 +163,24 @@ class ZfsDestination:
         snaps = await self.zfs.list_snapshots(self.dataset)
         return snaps[-1].name if snaps else ""
 
-    async def resolve(self, volume_id: str, move_id: str, epoch: int) -> str:
-        """PROMOTED (finishing the promotion if it was cut short) or ABORTED (for good)."""
+    async def resolve(self, volume_id: str, move_id: str, epoch: int) -> Resolution:
+        """The fencing rule's answer (decide_resolve), after finishing a promotion cut
+        short or marking the move abandoned, as it says."""
         if not valid_move_id(move_id):
             raise PromoteRefused(f"bad move id {move_id!r}")
         props = await self._props()
-        if props is None:
-            return ABORTED
-        self._ours(props, volume_id)
-        if props.get(PROP_PROMOTED_BY) == move_id:
-            await self._finish(max(epoch, int(props.get(PROP_EPOCH) or 0)))
-            return PROMOTED
-        await self.zfs.set(self.dataset, {PROP_ABORTED_MOVE: move_id})
-        log.warning("move %s abandoned: this copy stays a replica", move_id)
-        return ABORTED
+        try:
+            copy = self._copy(props) if props is not None else None
+        except NotManaged:
+            copy = None  # not a zflock copy: proves nothing either way
+        verdict = decide_resolve(copy, MoveRef(volume_id, move_id, epoch))
+        if verdict.finish:
+            assert props is not None and copy is not None
+            await self._finish(epoch, copy, props)
+        elif verdict.abandon:
+            assert copy is not None
+            aborted = with_aborted(copy.aborted_moves, move_id)
+            await self.zfs.set(self.dataset, {PROP_ABORTED_MOVE: aborted})
+        level = logging.INFO if verdict.answer == "promoted" else logging.WARNING
+        log.log(level, "move %s: %s (%s)", move_id, verdict.answer, verdict.reason)
+        return Resolution(verdict.answer, verdict.epoch)

@@ -7,7 +7,12 @@ Order matters in each step, because a crash can stop it after any command:
            writable), which is what it already is.
 * unfence: `readonly=off`, mount, then clear the marker: the marker stays
            until the source is whole again, so a crash re-runs the rollback.
-* demote:  `zflock:role=replica` first, then unmount, then clear the marker.
+* demote:  `zflock:role=replica` first, then unmount, then clear `promoted-by`
+           (from this copy's own promotion: a late resolve must not read it as
+           "still that move's primary") and the marker.
+* stale:   `zflock:stale`, `zflock:role=replica` and `readonly=on` in one write,
+           then unmount, then clear the marker: a source that lost to a higher
+           epoch (docs/move.md). No hooks run: the consumer must not restart here.
 
 `readonly=on` is the fence: from that command on, no write to the source can
 succeed, so the final snapshot (taken after it) holds every acknowledged
@@ -21,9 +26,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from zflock.cluster.ownership import PROP_ROLE, ROLE_REPLICA
+from zflock.cluster.ownership import PROP_ROLE, PROP_STALE, ROLE_REPLICA, Stale
 from zflock.move.endpoint import SnapTaken
-from zflock.move.marker import PROP_MOVE, Marker
+from zflock.move.marker import PROP_MOVE, PROP_PROMOTED_BY, Marker
 from zflock.zfs import DatasetBusy, Zfs
 
 log = logging.getLogger("zflock.move")
@@ -53,6 +58,12 @@ class ZfsSource:
     async def set_marker(self, marker: Marker) -> None:
         await self.zfs.set(self.dataset, {PROP_MOVE: marker.format()})
 
+    async def clear_marker(self) -> None:
+        """Retire a marker older than the copy's epoch: nothing else changes."""
+        await self.zfs.inherit(self.dataset, PROP_MOVE)
+        log.warning("retired a move marker older than the copy's epoch",
+                    extra={"volume": self.volume})  # fmt: skip
+
     async def fence(self, marker: Marker) -> None:
         await self.set_marker(marker)
         await self.zfs.set(self.dataset, {"readonly": "on"})
@@ -79,5 +90,17 @@ class ZfsSource:
             await self.zfs.destroy(self.dataset, recursive=True)
             log.warning("destroyed the old source copy", extra={"volume": self.volume})
             return
+        await self.zfs.inherit(self.dataset, PROP_PROMOTED_BY)
         await self.zfs.inherit(self.dataset, PROP_MOVE)
         log.info("now a read-only replica", extra={"volume": self.volume})
+
+    async def mark_stale(self, stale: Stale) -> None:
+        await self.zfs.set(
+            self.dataset, {PROP_STALE: stale.format(), PROP_ROLE: ROLE_REPLICA, "readonly": "on"}
+        )
+        await self.zfs.set(self.dataset, {"canmount": "noauto"})
+        await self.zfs.unmount(self.dataset)  # DatasetBusy: the caller retries
+        await self.zfs.inherit(self.dataset, PROP_PROMOTED_BY)
+        await self.zfs.inherit(self.dataset, PROP_MOVE)
+        log.warning("%s; kept read-only, never re-promoted by this move", stale.describe(),
+                    extra={"volume": self.volume})  # fmt: skip

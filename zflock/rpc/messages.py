@@ -63,6 +63,7 @@ class VolumeInfo:
     latest_snapshot: str | None
     latest_snapshot_time: int | None  # unix seconds
     move: str | None = None  # zflock:move: a cutover in progress (docs/move.md)
+    stale: str | None = None  # zflock:stale: a stale copy, <epoch>/<reason>/<move id>
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,10 @@ class ResolveMove:
 
 @dataclass(frozen=True)
 class MoveResolution:
-    status: str  # "promoted" | "aborted"
+    # zflock.move.fencing.Answer: "promoted" | "aborted" | "superseded" | "unknown"
+    # (a value it does not know is read as "unknown": the source stays fenced)
+    status: str
+    epoch: int = 0  # the highest epoch the destination's copy has seen
 
 
 # -- docker plugin ------------------------------------------------------------------

@@ -17,7 +17,8 @@ import asyncio
 import asyncssh
 
 from zflock.cluster.config import NodeEntry
-from zflock.move.endpoint import PromoteRequest, Promotion
+from zflock.move.endpoint import PromoteRequest, Promotion, Resolution
+from zflock.move.fencing import parse_answer
 from zflock.replication.model import ReplicaInfo
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
@@ -56,7 +57,7 @@ class RemoteDestination:
         result: Promotion = await self.client.call("promote_replica", request)
         return result
 
-    async def resolve(self, move_id: str) -> str:
+    async def resolve(self, move_id: str) -> Resolution:
         args = m.ResolveMove(
             name=self.volume, volume_id=self.volume_id, move_id=move_id, epoch=self.epoch
         )
@@ -69,4 +70,4 @@ class RemoteDestination:
             raise NodeUnreachable(
                 self.peer.name, f"no answer to resolve_move within {seconds:g} s"
             ) from None
-        return answer.status
+        return Resolution(parse_answer(answer.status), answer.epoch)
