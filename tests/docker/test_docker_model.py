@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from zflock.agent.docker.model import (
     with_holder,
     without_holder,
 )
+from zflock.cluster.config import ConfigError, load_agent_config
 from zflock.rpc.messages import VolumeInfo
 
 ids = st.text(alphabet="0123456789abcdef", min_size=1, max_size=64)
@@ -141,3 +144,35 @@ def test_in_use_names_the_node_and_the_container() -> None:
         "volume shop is in use on node node2 by container mount aaaaaaaaaaaa; "
         "stop that container first"
     )
+
+
+def _agent_toml(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(f'node = "node1"\npool_root = "tank/zflock"\n{extra}\n')
+    return path
+
+
+def test_plugin_settings_in_agent_toml(tmp_path: Path) -> None:
+    default = load_agent_config(_agent_toml(tmp_path, ""))
+    assert default.docker_plugin and default.docker_mount_timeout == 20.0
+    assert default.docker_socket == Path("/run/docker/plugins/zflock.sock")
+    custom = load_agent_config(
+        _agent_toml(tmp_path, 'docker_plugin = false\ndocker_socket = "p/z.sock"\n'
+                    "docker_mount_timeout = 3")
+    )  # fmt: skip
+    assert not custom.docker_plugin and custom.docker_mount_timeout == 3.0
+    assert custom.docker_socket == tmp_path / "p/z.sock"
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ("docker_mount_timeout = 30", "docker_mount_timeout: must be 1-25 s"),
+        ("docker_mount_timeout = 0", "docker_mount_timeout: must be 1-25 s"),
+        ('docker_plugin = "yes"', "docker_plugin: expected bool"),
+        ("docker_socket = 5", "docker_socket: expected str"),
+    ],
+)
+def test_bad_plugin_settings_name_the_key(tmp_path: Path, extra: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        load_agent_config(_agent_toml(tmp_path, extra))
