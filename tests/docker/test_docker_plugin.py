@@ -41,8 +41,9 @@ def run_args(volume: str, *command: str, detach: bool = False) -> list[str]:
 def zflock_ls(dl: DockerLab, name: str) -> dict[str, Any]:
     r = dl.agent_lab.cli("ls", "--json", name)
     assert r.returncode == 0, r.stderr
-    (volume,) = json.loads(r.stdout)["volumes"]
-    return volume  # type: ignore[no-any-return]
+    volumes: list[dict[str, Any]] = json.loads(r.stdout)["volumes"]
+    assert len(volumes) == 1, volumes
+    return volumes[0]
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -55,12 +56,12 @@ class _UnixHTTP(http.client.HTTPConnection):
         self.sock.connect(str(self.path))
 
 
-def plugin_call(dl: DockerLab, node: str, endpoint: str, body: bytes) -> dict[str, Any]:
+def plugin_call(dl: DockerLab, node: str, endpoint: str, request: bytes) -> dict[str, Any]:
     """POST to the node's plugin socket as dockerd would (for input docker itself refuses)."""
     sock = agents.docker_plugin_dir(dl.agent_lab.state.nodes[node]) / "zflock.sock"
     conn = _UnixHTTP(sock)
     try:
-        conn.request("POST", endpoint, body, {"Content-Type": "application/json"})
+        conn.request("POST", endpoint, request, {"Content-Type": "application/json"})
         answer = conn.getresponse()
         body: dict[str, Any] = json.loads(answer.read())
         assert answer.status == (500 if body.get("Err") else 200), (answer.status, body)
