@@ -239,6 +239,7 @@ async def test_reservations_reject_bad_input(agent_lab: AgentLab) -> None:
             (m.ReserveName(name="ok", token="t" * 65, creator="x", ttl=1), "token"),
             (m.ReserveName(name="ok", token="t", creator="x", ttl=0), "ttl"),
             (m.ReserveName(name="ok", token="t", creator="x", ttl=1e9), "ttl"),
+            (m.ReserveName(name="ok", token="t", creator="a\nb", ttl=1), "invalid node name"),
             (m.ReleaseName(name="../x", token="t"), "invalid volume name"),
         ):
             op = "reserve_name" if isinstance(args, m.ReserveName) else "release_name"

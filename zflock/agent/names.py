@@ -42,7 +42,7 @@ from zflock.agent.reservations import (
     Refusal,
 )
 from zflock.agent.volumes import Volumes
-from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory
+from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
 from zflock.cluster.ownership import ZFLOCK_PROPERTIES, NotManaged, ownership_from_properties
 from zflock.errors import UsageError, ZflockError
 from zflock.rpc import messages as m
@@ -87,6 +87,7 @@ class Names:
             raise UsageError(f"invalid reservation token (1 to {MAX_TOKEN} printable characters)")
         if not 0 < args.ttl <= MAX_TTL:
             raise UsageError(f"reservation ttl must be in (0, {MAX_TTL:g}] seconds")
+        validate_node_name(args.creator)  # it ends up in other clients' error messages
         node = self.config.node
         refused = self.table.reserve(name, args.token, args.creator, args.ttl, self.clock())
         if refused is not None:
