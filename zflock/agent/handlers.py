@@ -22,6 +22,7 @@ from zflock.agent.locks import VolumeLocks
 from zflock.agent.moves import Moves
 from zflock.agent.names import Names
 from zflock.agent.observing import copies_listed, failure_reason, stale_copy
+from zflock.agent.policies import Policies
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
 from zflock.errors import UsageError, ZflockError
@@ -74,6 +75,7 @@ class Handlers:
             config, zfs, locks, self.volumes, self.jobs, lambda: self.peer_key, observer
         )
         self.names = Names(config, zfs, self.volumes, locks, lambda: self.peer_key)
+        self.policies = Policies(config, zfs, self.volumes, locks)
 
     def table(self) -> dict[str, Callable[[Any, Call], Awaitable[Any]]]:
         return {
@@ -82,6 +84,7 @@ class Handlers:
             "create_volume": self.create_volume,
             "reserve_name": self.names.reserve_name,
             "release_name": self.names.release_name,
+            "set_policy": self.policies.set_policy,
             "destroy_volume": self.destroy_volume,
             "snapshot_volume": self.snapshot_volume,
             "replica_state": self.replica_state,

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from zflock.agent.policies import policy_view
 from zflock.cluster.config import AgentConfig
 from zflock.cluster.ownership import (
     PROP_SEQ,
@@ -27,6 +28,7 @@ from zflock.cluster.ownership import (
 from zflock.errors import ZflockError
 from zflock.move.marker import PROP_MOVE
 from zflock.replication.naming import parse_snapshot_name, snapshot_name
+from zflock.replication.policy import POLICY_PROPERTIES
 from zflock.rpc.messages import Destroyed, SnapshotInfo, VolumeInfo
 from zflock.zfs import (
     Dataset,
@@ -42,6 +44,7 @@ log = logging.getLogger("zflock.agent.volumes")
 # Properties read for every listed copy, in one `zfs get` over the pool root.
 LIST_PROPERTIES = (
     *ZFLOCK_PROPERTIES,
+    *POLICY_PROPERTIES,
     "mountpoint",
     "mounted",
     "readonly",
@@ -131,6 +134,7 @@ class Volumes:
     def _info(self, ds: Dataset, o: Ownership, snaps: Sequence[Dataset]) -> VolumeInfo:
         p = ds.properties
         latest = snaps[-1] if snaps else None
+        policy, policy_error = policy_view(o.volume, self.config.node, p)
         return VolumeInfo(
             name=o.volume,
             node=self.config.node,
@@ -149,6 +153,8 @@ class Volumes:
             latest_snapshot_time=parse_int(latest.properties.get("creation")) if latest else None,
             move=p.get(PROP_MOVE) or None,
             stale=p.get(PROP_STALE) or None,
+            policy=policy,
+            policy_error=policy_error,
         )
 
     async def ownership(self, name: str) -> Ownership:

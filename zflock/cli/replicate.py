@@ -33,6 +33,8 @@ from zflock.cli.common import (
 from zflock.cli.volumes import find_primary, validate_volume
 from zflock.cluster.config import validate_node_name
 from zflock.errors import UsageError
+from zflock.replication.policy import parse_every, parse_targets
+from zflock.replication.retention import parse_keep
 from zflock.rpc import messages as m
 from zflock.rpc.messages import Empty
 from zflock.units import format_bytes
@@ -75,7 +77,23 @@ def _progress() -> Progress | None:
 
 @app.command("replicate")
 @click.argument("volume")
-@click.option("--to", "to", required=True, help="Node that gets (or keeps) a replica.")
+@click.option(
+    "--to", "to", help="Node(s) that get (or keep) a replica, comma-separated: node2,node3."
+)
+@click.option(
+    "--every",
+    "every",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Keep the replicas continuously, e.g. --every 30s (alone: the node's default); "
+    "stored on the volume.",
+)
+@click.option("--keep", "keep", help="Keep rules on the primary, e.g. '24x1h | 14x1d, last=10'.")
+@click.option("--keep-replica", "keep_replica", help="Keep rules on each replica.")
+@click.option(
+    "--stop", is_flag=True, help="Remove the stored policy (only the --to nodes if given)."
+)
 @click.option(
     "--force-rollback",
     is_flag=True,
@@ -87,7 +105,11 @@ def _progress() -> Progress | None:
 @cluster_options
 def replicate_command(
     volume: str,
-    to: str,
+    to: str | None,
+    every: str | None,
+    keep: str | None,
+    keep_replica: str | None,
+    stop: bool,
     force_rollback: bool,
     no_wait: bool,
     cluster: Path | None,
@@ -105,10 +127,26 @@ def replicate_command(
     A replica that has diverged from the primary (snapshots the primary lacks)
     is an error; --force-rollback discards those snapshots.
 
+    With --every the policy (targets, interval, keep rules) is stored on
+    the primary, then each target is synced once; --stop removes it. The
+    agents do not yet act on a stored interval (the scheduler is to come).
+
     --json prints: volume, source, destination, snapshot, guid, up_to_date,
-    steps (kind, snapshot, base, bytes, seconds), bytes, seconds, warnings.
+    steps (kind, snapshot, base, bytes, seconds), bytes, seconds, warnings;
+    with --every, {"policy": {volume, node, targets, every, keep,
+    keep_replica}, "syncs": [those]}; with --stop, the policy left.
     """
     name = validate_volume(volume)
+    if stop or every is not None:
+        _policy_command(
+            name, to, every, keep, keep_replica, stop, force_rollback, no_wait,
+            cluster, identity, json_out, timeout,
+        )  # fmt: skip
+        return
+    if keep is not None or keep_replica is not None:
+        raise UsageError("--keep and --keep-replica belong to a policy: give --every too")
+    if to is None:
+        raise UsageError("missing --to: the node that gets a replica")
     target = validate_node_name(to)
     c = load_cluster(cluster, identity, timeout)
     c.inventory.node(target)
@@ -143,6 +181,78 @@ def replicate_command(
         f"({format_bytes(rate)}/s, {len(report.steps)} step(s)), now at @{report.snapshot}",
         markup=False,
     )
+
+
+def _policy_command(
+    name: str,
+    to: str | None,
+    every: str | None,
+    keep: str | None,
+    keep_replica: str | None,
+    stop: bool,
+    force_rollback: bool,
+    no_wait: bool,
+    cluster: Path | None,
+    identity: Path | None,
+    json_out: bool,
+    timeout: float,
+) -> None:
+    """Store (--every) or remove (--stop) the policy; after storing, sync each target once."""
+    targets = parse_targets(to) if to is not None else ()
+    if stop:
+        if every is not None or keep is not None or keep_replica is not None:
+            raise UsageError("--stop takes only --to")
+    else:
+        if not targets:
+            raise UsageError("missing --to: the node(s) to keep replicas on")
+        if every:  # "" = the primary's default, checked there
+            parse_every(every)
+        for rules in (keep, keep_replica):
+            if rules is not None:
+                parse_keep(rules)
+    c = load_cluster(cluster, identity, timeout)
+    for target in targets:
+        c.inventory.node(target)
+    request = m.SetPolicy(
+        name=name, to=list(targets), every=every, keep=keep, keep_replica=keep_replica, stop=stop
+    )
+
+    async def go(bars: StepBars) -> tuple[m.PolicyInfo, list[m.ReplicationReport]]:
+        primary = await find_primary(c, name)
+        if primary in targets:
+            raise UsageError(f"{primary} is the primary of {name}; replicate to another node")
+        async with c.client(primary) as client:
+            info: m.PolicyInfo = await client.call("set_policy", request)
+            reports = []
+            for target in [] if stop else targets:
+                args = m.Replicate(
+                    name=name, to=target, force_rollback=force_rollback, wait=not no_wait
+                )
+                reports.append(await client.call("replicate", args, on_event=bars))
+        return info, reports
+
+    progress = None if (json_out or stop) else _progress()
+    with progress or contextlib.nullcontext():
+        info, reports = run(go(StepBars(progress)))
+    if json_out:
+        print_json(info if stop else {"policy": info, "syncs": reports})
+        return
+    if not info.targets:
+        console.print(f"{name}: no replication policy", markup=False)
+    else:
+        console.print(
+            f"{name}: replicated from {info.node} to {','.join(info.targets)} every "
+            f"{info.every}; keep {info.keep!r}, on replicas {info.keep_replica!r}",
+            markup=False,
+        )
+    for report in reports:
+        for warning in report.warnings:
+            warn(f"{name}: {warning}")
+        console.print(
+            f"synced {name} {report.source} -> {report.destination}: "
+            f"{format_bytes(report.bytes)}, now at @{report.snapshot}",
+            markup=False,
+        )
 
 
 @app.command("status")

@@ -80,6 +80,16 @@ def _unreachable(failed: list[NodeResult]) -> list[dict[str, str]]:
     return [{"node": r.node, "error": str(r.error)} for r in failed]
 
 
+def _policy(copy: m.VolumeInfo) -> str:
+    """The primary's policy in a few words: 'node2,node3 every 30s'."""
+    if copy.policy_error:
+        return "damaged"
+    if copy.policy is None:
+        return "-"
+    every = f" every {copy.policy.every}" if copy.policy.every else ""
+    return ",".join(copy.policy.targets) + every
+
+
 @app.command("ls")
 @click.argument("volumes", nargs=-1)
 @click.option("--node", help="Only ask this node.")
@@ -103,7 +113,10 @@ def ls_command(
     referenced, quota (bytes or null), snapshots (count), latest_snapshot,
     latest_snapshot_time (unix s), latest_snapshot_age_s, move (the
     zflock:move marker of a cutover in progress, or null: docs/move.md),
-    stale (a stale copy's "<epoch>/<reason>/<move id>", or null: docs/move.md).
+    stale (a stale copy's "<epoch>/<reason>/<move id>", or null: docs/move.md),
+    policy (the replication policy stored on the copy: volume, node, targets,
+    every, keep, keep_replica; or null), policy_error (why a damaged policy
+    cannot be read, or null).
     """
     names = [validate_volume(v) for v in volumes]
     c = load_cluster(cluster, identity, timeout)
@@ -116,7 +129,8 @@ def ls_command(
         )
     else:
         table = Table(box=None, pad_edge=False)
-        for col in ("VOLUME", "PRIMARY", "EPOCH", "USED", "MOUNTPOINT", "REPLICAS", "SNAPSHOT AGE"):
+        columns = ("VOLUME", "PRIMARY", "EPOCH", "USED", "MOUNTPOINT", "REPLICAS", "SNAPSHOT AGE")
+        for col in (*columns, "POLICY"):
             table.add_column(col)
         for v in views:
             p = v.primary_copy
@@ -129,6 +143,7 @@ def ls_command(
                 _where(p) if p else "-",
                 replicas or "-",
                 _age(p, now) if p else "-",
+                _policy(p) if p else "-",
             )
         console.print(table)
         for v in views:

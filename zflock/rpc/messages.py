@@ -64,6 +64,10 @@ class VolumeInfo:
     latest_snapshot_time: int | None  # unix seconds
     move: str | None = None  # zflock:move: a cutover in progress (docs/move.md)
     stale: str | None = None  # zflock:stale: a stale copy, <epoch>/<reason>/<move id>
+    # The replication policy stored on this copy (docs/configuration.md), or
+    # why it cannot be read (a damaged policy is shown, never taken for none).
+    policy: PolicyInfo | None = None
+    policy_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +320,37 @@ class ReleaseName:
     token: str
 
 
+# -- replication policy (docs/configuration.md, "Replication policies") ---------------
+
+
+@dataclass(frozen=True)
+class SetPolicy:
+    """Store a policy on the primary (targets are added), or with `stop` remove it.
+
+    `every`: an interval such as "30s", or "" for the node's default. With
+    `stop`, `to` names the targets to drop; empty drops the whole policy.
+    """
+
+    name: str
+    to: list[str]
+    every: str | None = None
+    keep: str | None = None
+    keep_replica: str | None = None
+    stop: bool = False
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """A volume's policy as stored on its primary `node` (no targets: none)."""
+
+    volume: str
+    node: str
+    targets: list[str]
+    every: str | None  # None: no schedule
+    keep: str | None
+    keep_replica: str | None = None
+
+
 OPERATIONS: dict[str, tuple[type, type]] = {
     "node_info": (Empty, NodeInfo),
     "list_volumes": (ListVolumes, VolumeList),
@@ -333,4 +368,5 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "docker_mounts": (DockerMountsRequest, DockerMounts),
     "reserve_name": (ReserveName, NameReserved),
     "release_name": (ReleaseName, Empty),
+    "set_policy": (SetPolicy, PolicyInfo),
 }
