@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zflock.cluster.ownership import Stale, parse_stale
@@ -288,7 +288,9 @@ def step_recover(w: World, data: st.DataObject) -> None:
 STEPS = [step_start, step_deliver_promote, step_answer, step_recover]
 
 
-@settings(max_examples=400, deadline=None)
+# Generation is the history itself (st.data); on a loaded 2-core machine it can be
+# slow without being wrong.
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(3, 5), st.data())
 def test_no_history_ever_yields_two_writable_copies(n: int, data: st.DataObject) -> None:
     names = [f"node{i}" for i in range(1, n + 1)]
