@@ -67,11 +67,7 @@ class Policies:
 
     async def set_policy(self, args: m.SetPolicy, call: object) -> m.PolicyInfo:
         name = validate_component(args.name, "volume name")
-        ownership = await self.volumes.ownership(name)  # not found / not ours
-        if not ownership.is_primary:
-            raise UsageError(
-                f"{name} on {self.config.node} is a replica: set its policy on the primary"
-            )
+        await self.volumes.ownership(name)  # not found / not ours: before any wait
         node = self.config.node
         if args.stop:
             asked = None
@@ -89,6 +85,9 @@ class Policies:
                 inventory.node(target)  # unknown node: a usage error, nothing written
         await self.locks.acquire(name, "set the replication policy", wait=True)
         try:
+            # Checked under the lock: a move may have demoted this copy meanwhile.
+            if not (await self.volumes.ownership(name)).is_primary:
+                raise UsageError(f"{name} on {node} is a replica: set its policy on the primary")
             dataset = self.config.dataset(name)
             try:
                 existing = policy_from_properties(await self.zfs.get(dataset, POLICY_PROPERTIES))
