@@ -43,6 +43,12 @@ def ls_copy(lab: AgentLab, volume: str, node: str) -> dict[str, Any]:
     return copy
 
 
+def status_policies(lab: AgentLab) -> list[dict[str, Any]]:
+    r = lab.cli("status", "--json")
+    assert r.returncode == 0, r.stderr
+    return [p for p in json.loads(r.stdout)["policies"] if p["volume"] == "pol"]
+
+
 def test_policy_set_shown_stopped(agent_lab: AgentLab) -> None:
     lab = agent_lab
     assert lab.cli("create", "pol", "--on", "node1").returncode == 0
@@ -63,6 +69,10 @@ def test_policy_set_shown_stopped(agent_lab: AgentLab) -> None:
     assert props["zflock:keep-replica"] == "1x1h(keep=all) | 24x1h | 14x1d"  # the default
     assert ls_copy(lab, "pol", "node1")["policy"]["targets"] == ["node2"]
     assert "node2 every 30s" in lab.cli("ls", "pol").stdout
+    [shown] = status_policies(lab)
+    assert (shown["node"], shown["targets"], shown["every"]) == ("node1", ["node2"], "30s")
+    assert shown["error"] is None
+    assert "last=5" in lab.cli("status").stdout
 
     # Bad policies: one line, exit 2, nothing changed anywhere.
     before = everything(lab)
@@ -99,6 +109,7 @@ def test_policy_set_shown_stopped(agent_lab: AgentLab) -> None:
     assert r.returncode == 0, r.stderr
     assert policy_props(lab, "node1", "pol") == {}
     assert ls_copy(lab, "pol", "node1")["policy"] is None
+    assert status_policies(lab) == []
 
     # A damaged policy is shown as damaged, never as no policy; restating repairs it.
     lab.node_run("node1", "zfs", "set", "zflock:replicate-to=node2", lab.ds("node1", "pol"))
@@ -106,6 +117,7 @@ def test_policy_set_shown_stopped(agent_lab: AgentLab) -> None:
     assert copy["policy"] is None
     assert "zflock:keep is missing" in copy["policy_error"]
     assert "damaged" in lab.cli("ls", "pol").stdout
+    assert "zflock:keep is missing" in status_policies(lab)[0]["error"]
     r = lab.cli("replicate", "pol", "--to", "node2", "--every", "10s", "--json")
     assert r.returncode == 0, r.stderr
     assert ls_copy(lab, "pol", "node1")["policy"]["every"] == "10s"

@@ -28,14 +28,17 @@ from zflock.cli.common import (
     load_cluster,
     print_json,
     run,
+    to_jsonable,
     warn,
 )
 from zflock.cli.volumes import find_primary, validate_volume
 from zflock.cluster.config import validate_node_name
+from zflock.cluster.ownership import ROLE_PRIMARY
 from zflock.errors import UsageError
 from zflock.replication.policy import parse_every, parse_targets
 from zflock.replication.retention import parse_keep
 from zflock.rpc import messages as m
+from zflock.rpc.cluster import NodeResult
 from zflock.rpc.messages import Empty
 from zflock.units import format_bytes
 
@@ -260,23 +263,33 @@ def _policy_command(
 def status_command(
     cluster: Path | None, identity: Path | None, json_out: bool, timeout: float
 ) -> None:
-    """Jobs (replications, moves) running or recently finished on every node.
+    """Jobs (replications, moves) running or recently finished on every node,
+    and the replication policies stored on the primaries.
 
     Exit code 1 if a node could not be asked.
 
-    --json prints {"jobs": [...], "unreachable": [{"node", "error"}]}; each
-    job: id, kind, volume, node, target, state (running, done, failed),
-    started (unix s), bytes, total (bytes or null), rate (bytes/s), step, error.
+    --json prints {"jobs": [...], "policies": [...], "unreachable": [{"node",
+    "error"}]}; each job: id, kind, volume, node, target, state (running,
+    done, failed), started (unix s), bytes, total (bytes or null), rate
+    (bytes/s), step, error; each policy: volume, node (the primary),
+    targets, every, keep, keep_replica, error (a damaged policy, or null).
     """
     c = load_cluster(cluster, identity, timeout)
-    results = run(c.call_all("jobs", Empty()))
+
+    async def ask() -> tuple[list[NodeResult], list[NodeResult]]:
+        jobs = await c.call_all("jobs", Empty())
+        return jobs, await c.call_all("list_volumes", m.ListVolumes())
+
+    results, listed = run(ask())
     jobs = [j for r in results if r.ok for j in r.value.jobs]
+    policies = _policies([v for r in listed if r.ok for v in r.value.volumes])
     failed = [r for r in results if not r.ok]
     jobs.sort(key=lambda j: -j.started)
     if json_out:
         print_json(
             {
                 "jobs": jobs,
+                "policies": policies,
                 "unreachable": [{"node": r.node, "error": str(r.error)} for r in failed],
             }
         )
@@ -293,7 +306,31 @@ def status_command(
                 j.step, done, f"{now - j.started:.0f}s",
             )  # fmt: skip
         console.print(table)
+        if policies:
+            console.print()
+            rows = Table(box=None, pad_edge=False)
+            for col in ("VOLUME", "PRIMARY", "TO", "EVERY", "KEEP", "KEEP ON REPLICAS"):
+                rows.add_column(col)
+            for p in policies:
+                every = p["every"] or "-"
+                rows.add_row(
+                    p["volume"], p["node"], ",".join(p["targets"]) or "-",
+                    f"damaged: {p['error']}" if p["error"] else every,
+                    p["keep"] or "-", p["keep_replica"] or "-",
+                )  # fmt: skip
+            console.print(rows)
     for r in failed:
         warn(str(r.error))
     if failed:
         sys.exit(1)
+
+
+def _policies(copies: list[m.VolumeInfo]) -> list[dict[str, Any]]:
+    """The policy (or why it is damaged) of each primary copy that has one."""
+    found = []
+    for copy in sorted(copies, key=lambda c: (c.name, c.node)):
+        if copy.role != ROLE_PRIMARY or (copy.policy is None and copy.policy_error is None):
+            continue
+        policy = copy.policy or m.PolicyInfo(copy.name, copy.node, [], None, None)
+        found.append({**to_jsonable(policy), "error": copy.policy_error})
+    return found
