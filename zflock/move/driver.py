@@ -137,7 +137,8 @@ class Move:
         The final delta lasts as long as its data, so its deadline counts only time
         without progress (no byte moved, no step begun or ended).
         """
-        if self._stall is not None:
+        # Not once expired: the cancellation is on its way and reschedule() would raise.
+        if self._stall is not None and not self._stall.expired():
             loop = asyncio.get_running_loop()
             self._stall.reschedule(loop.time() + self.spec.deadlines.final_delta)
 

@@ -94,7 +94,14 @@ class _Stream:
             return ""
         try:
             data = await asyncio.wait_for(asyncio.shield(self._tails[0]), timeout=5)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
+            return ""
+        except asyncio.CancelledError:
+            # The tail's task was cancelled: no stderr. Our own cancellation (a caller's
+            # deadline) must go on, or the caller's deadline would pass unnoticed.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
             return ""
         return data.decode("utf-8", errors="replace")
 
