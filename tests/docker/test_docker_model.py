@@ -94,6 +94,8 @@ def test_options() -> None:
         ({"replicas": "node2,node2"}, "named twice"),
         ({"replicas": "no de"}, "invalid node name"),
         ({"every": "30s"}, "every needs replicas"),
+        ({"replicas": "node2", "every": "soon"}, "invalid interval 'soon'"),
+        ({"replicas": "node2", "every": "0s"}, "invalid interval"),
         ("size=1G", "object of strings"),
     ],
 )

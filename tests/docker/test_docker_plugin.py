@@ -82,6 +82,15 @@ def test_docker_volume_create_appears_in_zflock_ls(dl: DockerLab) -> None:
     dl["node2"].docker("volume", "create", "-d", "zflock", "shop")
     again = zflock_ls(dl, "shop")
     assert again["id"] == volume["id"] and len(again["copies"]) == 2
+    # every: the policy `zflock replicate --to node2 --every 1h` stores, on the primary.
+    dl["node2"].docker("volume", "create", "-d", "zflock", "-o", "replicas=node1",
+                       "-o", "every=1h", "kept")  # fmt: skip
+    kept = zflock_ls(dl, "kept")
+    assert kept["primary"] == "node2" and [c["node"] for c in kept["copies"]] == ["node2", "node1"]
+    policy = dl.agent_lab.zget("node2", dl.agent_lab.ds("node2", "kept"),
+                               "zflock:replicate-to", "zflock:every")  # fmt: skip
+    assert policy == {"zflock:replicate-to": "node1", "zflock:every": "1h"}, policy
+    dl["node2"].docker("volume", "rm", "kept")
 
 
 def test_the_plugin_socket_is_root_only(dl: DockerLab) -> None:
@@ -99,6 +108,7 @@ def test_bad_names_and_options_are_refused_without_a_change(dl: DockerLab) -> No
         (["-o", "replicas=node1"], "node1 will hold the primary"),
         (["-o", "replicas=nodeX"], "unknown node 'nodeX'"),
         (["-o", "every=30s"], "every needs replicas"),
+        (["-o", "replicas=node2", "-o", "every=soon"], "invalid interval 'soon'"),
     ):
         r = dl["node1"].docker("volume", "create", "-d", "zflock", *opts, "other", check=False)
         assert r.returncode != 0 and error in r.stderr, r.stderr

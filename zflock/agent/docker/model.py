@@ -15,6 +15,7 @@ from typing import Any
 from zflock.cluster.config import validate_node_name
 from zflock.cluster.ownership import ROLE_PRIMARY
 from zflock.errors import UsageError, ZflockError
+from zflock.replication.policy import parse_every
 from zflock.rpc.messages import VolumeInfo
 from zflock.units import parse_size
 from zflock.zfs import validate_component
@@ -34,7 +35,7 @@ class DockerError(ZflockError):
 class CreateOptions:
     quota: int | None = None
     replicas: tuple[str, ...] = ()
-    every: str | None = None  # an interval as `zflock replicate --every` takes it
+    every: str | None = None  # an interval as `zflock replicate --every` takes it ("30s")
 
 
 def volume_name(value: object) -> str:
@@ -81,6 +82,11 @@ def parse_options(opts: object, here: str) -> CreateOptions:
     every = opts.get("every")
     if every is not None and not replicas:
         raise DockerError("every needs replicas=NODE[,NODE] to know where to replicate")
+    if every is not None:
+        try:
+            parse_every(every)  # the primary checks it again: the same rule as the CLI's
+        except UsageError as exc:
+            raise DockerError(str(exc)) from None
     return CreateOptions(quota=quota, replicas=replicas, every=every)
 
 

@@ -148,8 +148,18 @@ class DockerVolumes:
                          extra={"volume": name})  # fmt: skip
                 return
             raise
-        for node in options.replicas:
-            await cluster.call(here, "replicate", replicate_request(name, node, options.every))
+        await self._replicas(cluster, name, options)
+
+    async def _replicas(self, cluster: Cluster, name: str, options: CreateOptions) -> None:
+        """`zflock replicate NAME --to NODES [--every E]`: the policy stored, then one sync each."""
+        if not options.replicas:
+            return
+        async with cluster.client(self.config.node) as client:
+            if options.every is not None:
+                policy = m.SetPolicy(name=name, to=list(options.replicas), every=options.every)
+                await client.call("set_policy", policy)
+            for node in options.replicas:
+                await client.call("replicate", m.Replicate(name=name, to=node))
 
     async def remove(self, name: str) -> None:
         """`docker volume rm`: `zflock destroy` without --node or --force, and no holder."""
@@ -258,9 +268,11 @@ class DockerVolumes:
         log.info("docker: mount of %s here: moving it from %s", name, source,
                  extra={"volume": name})  # fmt: skip
         # The same request as `zflock move NAME --to HERE`, without hooks: the
-        # container on the source has stopped (it holds no mount there).
+        # container on the source has stopped (it holds no mount there). It waits
+        # behind a replication of the volume running there (the Mount does not:
+        # it answers at its deadline and the move goes on).
         move = asyncio.get_running_loop().create_task(
-            cluster.call(source, "move", m.Move(name=name, to=here))
+            cluster.call(source, "move", m.Move(name=name, to=here, wait=True))
         )
         arrival = _Arrival(move=move, holders=set())
         self._arrivals[name] = arrival
@@ -323,9 +335,3 @@ class DockerVolumes:
         finally:
             self.locks.release(name)
         return self.config.mountpoint(name)
-
-
-def replicate_request(name: str, node: str, every: str | None) -> m.Replicate:
-    if every is not None:
-        raise DockerError("every: continuous replication is not in this agent yet")
-    return m.Replicate(name=name, to=node)
