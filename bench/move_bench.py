@@ -57,6 +57,8 @@ DEFAULT_SIZES = "64M,1G"
 HUGE_SIZE = "2G"
 MIB = 1 << 20
 
+# Where the sections of other benchmarks start in the report file (kept on a rerun).
+OTHER_BENCHMARKS = "<!-- other benchmarks: kept by move_bench.py -->"
 # docs/design.md "Performance targets".
 TARGET_DOWNTIME_S = 1.0
 TARGET_DOWNTIME_RATIO = 1.5
@@ -773,7 +775,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             lab.down()
     report = render_report(results, describe_machine(load_at_start), args_list)
-    Path(args.out).write_text(report)
+    out = Path(args.out)
+    # Figures of other benchmarks (below OTHER_BENCHMARKS) are kept, not overwritten.
+    previous = out.read_text() if out.exists() else ""
+    if OTHER_BENCHMARKS in previous:
+        report += "\n" + previous[previous.index(OTHER_BENCHMARKS) :]
+    out.write_text(report)
     print(results_table(results))
     print(targets_table(evaluate(results)))
     log(f"report written to {args.out}")

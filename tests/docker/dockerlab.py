@@ -36,7 +36,7 @@ def docker_unavailable_reason() -> str | None:
         if not os.path.exists(path):
             return (
                 f"{path} missing: the docker tier needs Debian's docker.io and busybox-static "
-                "(tests/docker/ci-step.sh installs them and runs this tier in CI)"
+                "(.ci/setup installs them; CI sets ZFLOCK_DOCKER_REQUIRED=1 and never skips)"
             )
     return None
 
@@ -202,7 +202,7 @@ class DockerLab:
 def docker_lab_session(tmp: Path, nodes: int = 2) -> Iterator[DockerLab]:
     reason = docker_unavailable_reason()
     if reason and os.environ.get("ZFLOCK_DOCKER_REQUIRED"):
-        pytest.fail(reason)  # tests/docker/ci-step.sh: this tier must run, never skip
+        pytest.fail(reason)  # set by .ci/run: this tier must run there
     if reason:
         pytest.skip(reason)
     tar = busybox_rootfs_tar(tmp)

@@ -70,7 +70,7 @@ class NodePodman:
 @pytest.fixture(scope="module")
 def pods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodePodman]]:
     if not os.path.exists(PODMAN):
-        reason = f"{PODMAN} missing (tests/docker/ci-step.sh installs Debian's podman)"
+        reason = f"{PODMAN} missing (.ci/setup installs Debian's podman)"
         if os.environ.get("ZFLOCK_DOCKER_REQUIRED"):
             pytest.fail(reason)
         pytest.skip(reason)

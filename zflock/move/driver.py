@@ -337,8 +337,9 @@ async def run_rollback_hooks(source: SourceSide, volume: str) -> str | None:
     return None
 
 
-async def demote_source(source: SourceSide, *, destroy: bool) -> None:
-    """Demote, retrying what a consumer still holding the mount makes fail."""
+async def _retry_while_busy(step: Callable[[], Awaitable[None]]) -> None:
+    """Run a step that ends with an unmount, retrying what a consumer still holding the
+    mount makes fail (for DEMOTE_SECONDS; the copy is read-only all along)."""
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(ZflockError),
         wait=wait_exponential(multiplier=0.2, max=5),
@@ -346,7 +347,12 @@ async def demote_source(source: SourceSide, *, destroy: bool) -> None:
         reraise=True,
     ):
         with attempt:
-            await source.demote(destroy=destroy)
+            await step()
+
+
+async def demote_source(source: SourceSide, *, destroy: bool) -> None:
+    """Demote, retrying a busy unmount."""
+    await _retry_while_busy(lambda: source.demote(destroy=destroy))
 
 
 async def recover_move(
@@ -402,11 +408,4 @@ async def recover_move(
 
 async def stale_source(source: SourceSide, stale: Stale) -> None:
     """Leave the source fenced for good as a stale copy, retrying a busy unmount."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(ZflockError),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        stop=stop_after_delay(DEMOTE_SECONDS),
-        reraise=True,
-    ):
-        with attempt:
-            await source.mark_stale(stale)
+    await _retry_while_busy(lambda: source.mark_stale(stale))
