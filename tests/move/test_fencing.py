@@ -147,6 +147,18 @@ def test_a_late_resolve_after_the_volume_moved_on_leaves_the_source_stale(
     assert "node1" in r.stderr and "stale" in r.stderr, r.stderr
 
 
+def rename_when_not_busy(lab: AgentLab, node: str, old: str, new: str) -> None:
+    """`zfs rename`, retried while zfs-fuse still calls a just-unmounted dataset busy
+    (LAB.md: about a second after an unmount)."""
+
+    def renamed() -> bool:
+        r = lab.node_run(node, "zfs", "rename", old, new)
+        assert r.returncode == 0 or "busy" in r.stderr, f"{node}: zfs rename: {r.stderr}"
+        return r.returncode == 0
+
+    wait_until(f"{old} renamed to {new} on {node}", renamed, timeout=30, interval=0.5)
+
+
 def test_an_invisible_destination_keeps_the_source_fenced(lab3: AgentLab) -> None:
     """Issue 10, scenario 3: node2 promoted, but its dataset is renamed away when node1
     asks. "Absent" proves nothing: the answer is `unknown`, node1 stays fenced; once the
@@ -159,7 +171,8 @@ def test_an_invisible_destination_keeps_the_source_fenced(lab3: AgentLab) -> Non
         try:
             move_id = move_losing_the_answer(lab, volume)
             # zfs-fuse renames only an unmounted dataset; the settled promotion mounts it again.
-            lab.sh("node2", f"zfs unmount {there} && zfs rename {there} {away}")
+            lab.sh("node2", f"zfs unmount {there}")
+            rename_when_not_busy(lab, "node2", there, away)
         finally:
             link(lab, "node1", up=True)
         try:
@@ -167,7 +180,7 @@ def test_an_invisible_destination_keeps_the_source_fenced(lab3: AgentLab) -> Non
             s = copy_state(lab, "node1", volume)
             assert (s["readonly"], s["zflock:move"]) == ("on", f"promoting/{move_id}/node2/2"), s
         finally:
-            lab.sh("node2", f"zfs rename {away} {there}")
+            rename_when_not_busy(lab, "node2", away, there)
         settled(lab, "node1", volume)
     assert_copies(lab, volume, "node2", 2, absent=("node3",))
 
