@@ -98,8 +98,8 @@ def copies_listed(copies: Iterable[VolumeInfo]) -> CopiesListed:
     return CopiesListed(
         fenced=frozenset(c.name for c in primaries if c.readonly or c.move),
         primaries=frozenset(c.name for c in primaries),
-        # `stale` (zflock:stale, docs/move.md) is read where the listing has it.
-        stale=frozenset(c.name for c in copies if getattr(c, "stale", None)),
+        # zflock:stale (docs/move.md, "Stale copies"): a former source that lost to an epoch.
+        stale=frozenset(c.name for c in copies if c.stale),
     )
 
 
