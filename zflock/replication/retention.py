@@ -85,11 +85,6 @@ class Grid:
     def text(self) -> str:
         return " | ".join(interval.text() for interval in self.intervals)
 
-    @property
-    def span(self) -> int:
-        """Seconds covered by the whole grid."""
-        return sum(i.count * i.length for i in self.intervals)
-
 
 @dataclass(frozen=True)
 class LastN:
