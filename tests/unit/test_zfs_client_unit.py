@@ -115,7 +115,7 @@ async def test_mount_retries_busy_then_succeeds() -> None:
 
 
 async def test_mount_gives_up_on_lasting_busy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("zflock.zfs.client.MOUNT_RETRY_SECONDS", 0.5)
+    monkeypatch.setattr("zflock.zfs.mounting.MOUNT_RETRY_SECONDS", 0.5)
     busy = "cannot mount 'p/a': mountpoint or dataset is busy\n"
     runner = ScriptedRunner(script=[busy] * 1000)
     with pytest.raises(DatasetBusy):

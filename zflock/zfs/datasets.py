@@ -1,0 +1,106 @@
+"""Changing datasets and snapshots: properties, create, destroy, snapshot, rollback, rename."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from zflock.zfs.argv import validate_any_name, validate_properties
+from zflock.zfs.errors import DatasetNotFound
+from zflock.zfs.mounting import MountOps
+from zflock.zfs.names import (
+    InvalidName,
+    split_snapshot_name,
+    validate_component,
+    validate_dataset_name,
+    validate_property_name,
+    validate_snapshot_name,
+)
+from zflock.zfs.parse import format_properties
+from zflock.zfs.types import Snapshot
+
+_EMPTY: Mapping[str, str] = {}
+
+
+class DatasetOps(MountOps):
+    async def set(self, name: str, properties: Mapping[str, str]) -> None:
+        """Set properties. One command on OpenZFS (atomic); one per property on
+        zfs-fuse, whose `zfs set` takes a single property=value."""
+        validate_any_name(name)
+        validate_properties(properties)
+        if not properties:
+            return
+        pairs = [f"{k}={v}" for k, v in properties.items()]
+        caps = await self.capabilities()
+        if caps.implementation == "openzfs":
+            await self.runner.run(["zfs", "set", *pairs, name])
+            return
+        for pair in pairs:
+            await self.runner.run(["zfs", "set", pair, name])
+
+    async def inherit(self, name: str, prop: str) -> None:
+        """Clear a local value (a user property becomes unset)."""
+        validate_any_name(name)
+        validate_property_name(prop)
+        await self.runner.run(["zfs", "inherit", prop, name])
+
+    async def create(
+        self, name: str, properties: Mapping[str, str] = _EMPTY, *, parents: bool = False
+    ) -> None:
+        validate_dataset_name(name)
+        validate_properties(properties)
+        argv = ["zfs", "create", *(["-p"] if parents else []), *format_properties("-o", properties)]
+        await self.runner.run([*argv, name])
+
+    async def destroy(self, name: str, *, recursive: bool = False) -> None:
+        """Destroy a filesystem or volume (with recursive: its children and snapshots)."""
+        validate_dataset_name(name)  # refuses "a@b": use destroy_snapshot
+        argv = ["zfs", "destroy", *(["-r"] if recursive else []), name]
+        await self._unmounted_on_zfs_fuse(name, argv, remount_as=None)
+
+    async def destroy_snapshot(self, dataset: str, snapname: str) -> None:
+        validate_dataset_name(dataset)
+        validate_component(snapname, "snapshot name")
+        await self.runner.run(["zfs", "destroy", f"{dataset}@{snapname}"])
+
+    async def snapshot(
+        self, dataset: str, snapname: str, properties: Mapping[str, str] = _EMPTY
+    ) -> Snapshot:
+        """Take a snapshot and return it as listed (with guid and index)."""
+        validate_dataset_name(dataset)
+        validate_component(snapname, "snapshot name")
+        full = validate_snapshot_name(f"{dataset}@{snapname}")
+        validate_properties(properties)
+        await self.runner.run(["zfs", "snapshot", *format_properties("-o", properties), full])
+        for snap in await self.list_snapshots(dataset):
+            if snap.name == snapname:
+                return snap
+        raise DatasetNotFound(f"snapshot {full!r} vanished right after it was taken")
+
+    async def rollback(self, dataset: str, snapname: str, *, destroy_newer: bool = False) -> None:
+        """Roll back to a snapshot; destroy_newer (-r) also destroys later snapshots."""
+        validate_dataset_name(dataset)
+        validate_component(snapname, "snapshot name")
+        argv = ["zfs", "rollback", *(["-r"] if destroy_newer else []), f"{dataset}@{snapname}"]
+        await self.runner.run(argv)
+
+    async def rename(self, old: str, new: str) -> None:
+        """Rename a dataset, or a snapshot within its dataset.
+
+        zfs-fuse refuses to rename a mounted filesystem ("dataset is busy",
+        for seconds, once for 45 s) but renames an unmounted one at once, so
+        there the mounted datasets are unmounted first and mounted again
+        under their new names (see _unmounted_on_zfs_fuse).
+        """
+        if "@" in old or "@" in new:
+            old_ds, _ = split_snapshot_name(old)
+            new_ds, _ = split_snapshot_name(new)
+            if old_ds != new_ds:
+                raise InvalidName(
+                    f"cannot rename snapshot {old!r} to {new!r}: a snapshot stays in its dataset"
+                )
+            await self.runner.run(["zfs", "rename", old, new])
+            return
+        validate_dataset_name(old)
+        validate_dataset_name(new)
+        argv = ["zfs", "rename", old, new]
+        await self._unmounted_on_zfs_fuse(old, argv, remount_as=new)
