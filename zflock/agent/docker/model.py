@@ -14,6 +14,7 @@ from typing import Any
 
 from zflock.cluster.config import validate_node_name
 from zflock.cluster.ownership import ROLE_PRIMARY
+from zflock.cluster.view import VolumeView, cluster_view
 from zflock.errors import UsageError, ZflockError
 from zflock.replication.policy import parse_every
 from zflock.rpc.messages import VolumeInfo
@@ -143,32 +144,29 @@ class Located:
 
 
 def locate(copies: list[VolumeInfo]) -> dict[str, Located]:
-    """Group copies by name; the primary is the one primary copy at the highest epoch.
+    """Group copies by name; the primary is decided by the cluster view's rule
+    (zflock.cluster.view: the one primary copy at the highest epoch).
 
     Two volume ids under one name are two volumes: Docker can only name one, so
     the name is reported as a problem and gets no primary.
     """
-    by_name: dict[str, list[VolumeInfo]] = defaultdict(list)
-    for copy in copies:
-        by_name[copy.name].append(copy)
+    by_name: dict[str, list[VolumeView[VolumeInfo]]] = defaultdict(list)
+    for v in cluster_view(copies):
+        by_name[v.name].append(v)
     found = {}
-    for name, group in sorted(by_name.items()):
-        group.sort(key=lambda c: (c.role != ROLE_PRIMARY, -c.epoch, c.node))
-        epoch = max(c.epoch for c in group)
-        problems = []
-        current = [c for c in group if c.role == ROLE_PRIMARY and c.epoch == epoch]
-        if len({c.id for c in group}) > 1:
-            problems.append(f"two different volumes are named {name}")
-            current = []
-        elif len(current) > 1:
-            problems.append(f"more than one primary at epoch {epoch}")
-        elif not current:
-            problems.append("no reachable primary")
-        stale = [c.node for c in group if c.role == ROLE_PRIMARY and c.epoch < epoch]
-        if stale:
-            problems.append(f"stale primary at a lower epoch on {', '.join(stale)}")
-        primary = current[0].node if len(current) == 1 else None
-        found[name] = Located(name, primary, epoch, group, problems)
+    for name, views in sorted(by_name.items()):
+        if len(views) > 1:
+            group = sorted(
+                (c for v in views for c in v.copies),
+                key=lambda c: (c.role != ROLE_PRIMARY, -c.epoch, c.node),
+            )
+            epoch = max(v.epoch for v in views)
+            found[name] = Located(
+                name, None, epoch, group, [f"two different volumes are named {name}"]
+            )
+            continue
+        [v] = views
+        found[name] = Located(name, v.primary, v.epoch, list(v.copies), list(v.problems))
     return found
 
 
