@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import time
@@ -31,7 +32,7 @@ from zflock.cli.common import (
     to_jsonable,
     warn,
 )
-from zflock.cli.volumes import find_primary, validate_volume
+from zflock.cli.volumes import Links, collect_schedules, find_primary, validate_volume
 from zflock.cluster.config import validate_node_name
 from zflock.cluster.ownership import ROLE_PRIMARY
 from zflock.errors import UsageError
@@ -40,7 +41,8 @@ from zflock.replication.retention import parse_keep
 from zflock.rpc import messages as m
 from zflock.rpc.cluster import NodeResult
 from zflock.rpc.messages import Empty
-from zflock.units import format_bytes
+from zflock.rpc.schedule_messages import ScheduleInfo
+from zflock.units import format_age, format_bytes, format_duration
 
 
 class StepBars:
@@ -131,8 +133,9 @@ def replicate_command(
     is an error; --force-rollback discards those snapshots.
 
     With --every the policy (targets, interval, keep rules) is stored on
-    the primary, then each target is synced once; --stop removes it. The
-    agents do not yet act on a stored interval (the scheduler is to come).
+    the primary, then each target is synced once; --stop removes it. From
+    then on the primary's agent keeps the replicas itself, every interval
+    (`zflock status` shows the schedule, `zflock ls` each replica's lag).
 
     --json prints: volume, source, destination, snapshot, guid, up_to_date,
     steps (kind, snapshot, base, bytes, seconds), bytes, seconds, warnings;
@@ -264,25 +267,36 @@ def status_command(
     cluster: Path | None, identity: Path | None, json_out: bool, timeout: float
 ) -> None:
     """Jobs (replications, moves) running or recently finished on every node,
-    and the replication policies stored on the primaries.
+    the replication policies stored on the primaries, and their schedules.
 
     Exit code 1 if a node could not be asked.
 
-    --json prints {"jobs": [...], "policies": [...], "unreachable": [{"node",
-    "error"}]}; each job: id, kind, volume, node, target, state (running,
-    done, failed), started (unix s), bytes, total (bytes or null), rate
-    (bytes/s), step, error; each policy: volume, node (the primary),
-    targets, every, keep, keep_replica, error (a damaged policy, or null).
+    --json prints {"jobs": [...], "policies": [...], "schedules": [...],
+    "unreachable": [{"node", "error"}]}; each job: id, kind, volume, node,
+    target, state (running, done, failed), started (unix s), bytes, total
+    (bytes or null), rate (bytes/s), step, error; each policy: volume, node
+    (the primary), targets, every, keep, keep_replica, error (a damaged
+    policy, or null); each schedule (one per volume and target of a
+    continuous policy, from the primary's scheduler): volume, node, target,
+    every (s), state (running, waiting, failing), next_run (unix s, null
+    while running), running, failures (in a row: the backoff's exponent),
+    last_result (never, ok, failed), last_error, last_success (unix s),
+    last_job, last_bytes, last_kind (full, incremental, null: up to date).
     """
     c = load_cluster(cluster, identity, timeout)
 
-    async def ask() -> tuple[list[NodeResult], list[NodeResult]]:
-        jobs = await c.call_all("jobs", Empty())
-        return jobs, await c.call_all("list_volumes", m.ListVolumes())
+    async def ask() -> tuple[list[NodeResult], list[NodeResult], Links]:
+        jobs, listed, links = await asyncio.gather(
+            c.call_all("jobs", Empty()),
+            c.call_all("list_volumes", m.ListVolumes()),
+            collect_schedules(c, None),
+        )
+        return jobs, listed, links
 
-    results, listed = run(ask())
+    results, listed, links = run(ask())
     jobs = [j for r in results if r.ok for j in r.value.jobs]
     policies = _policies([v for r in listed if r.ok for v in r.value.volumes])
+    schedules = sorted(links.values(), key=lambda s: (s.volume, s.target))
     failed = [r for r in results if not r.ok]
     jobs.sort(key=lambda j: -j.started)
     if json_out:
@@ -290,6 +304,7 @@ def status_command(
             {
                 "jobs": jobs,
                 "policies": policies,
+                "schedules": [{**to_jsonable(s), "state": _link_state(s)} for s in schedules],
                 "unreachable": [{"node": r.node, "error": str(r.error)} for r in failed],
             }
         )
@@ -319,6 +334,9 @@ def status_command(
                     p["keep"] or "-", p["keep_replica"] or "-",
                 )  # fmt: skip
             console.print(rows)
+        if schedules:
+            console.print()
+            console.print(_schedule_table(schedules, now))
     for r in failed:
         warn(str(r.error))
     if failed:
@@ -334,3 +352,33 @@ def _policies(copies: list[m.VolumeInfo]) -> list[dict[str, Any]]:
         policy = copy.policy or m.PolicyInfo(copy.name, copy.node, [], None, None)
         found.append({**to_jsonable(policy), "error": copy.policy_error})
     return found
+
+
+def _link_state(s: ScheduleInfo) -> str:
+    """running / waiting / failing (backing off): what the scheduler is doing with a link."""
+    if s.running:
+        return "running"
+    return "failing" if s.failures else "waiting"
+
+
+def _schedule_table(schedules: list[ScheduleInfo], now: float) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("VOLUME", "FROM", "TO", "EVERY", "STATE", "NEXT RUN", "LAST RUN"):
+        table.add_column(col, overflow="fold")
+    for s in schedules:
+        state = _link_state(s)
+        if s.failures:
+            state += f" ({s.failures} in a row, backing off)"
+        next_run = "-" if s.next_run is None else f"in {format_age(max(0.0, s.next_run - now))}"
+        if s.last_result == "failed":
+            last = f"failed: {s.last_error}"
+        elif s.last_result == "ok":
+            sent = f"{s.last_kind} {format_bytes(s.last_bytes)}" if s.last_kind else "up to date"
+            ago = format_age(now - s.last_success) if s.last_success else "?"
+            last = f"ok {ago} ago ({sent})"
+        else:
+            last = "never"
+        table.add_row(
+            s.volume, s.node, s.target, format_duration(round(s.every)), state, next_run, last
+        )
+    return table

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from zflock.cli.app import app
 from zflock.cli.common import (
@@ -20,12 +20,15 @@ from zflock.cli.common import (
     to_jsonable,
     warn,
 )
+from zflock.cli.table import PlainTable
 from zflock.cli.views import VolumeView, group_volumes
 from zflock.cluster.config import validate_node_name
 from zflock.errors import ZflockError
+from zflock.replication.schedule import lag_state, replica_lag
 from zflock.rpc import messages as m
 from zflock.rpc.cluster import Cluster, NodeResult
-from zflock.units import format_age, format_bytes, parse_size
+from zflock.rpc.schedule_messages import ScheduleInfo
+from zflock.units import format_age, format_bytes, parse_duration, parse_size
 from zflock.zfs import validate_component
 
 
@@ -37,6 +40,53 @@ async def _collect(c: Cluster, names: list[str], nodes: list[str] | None) -> lis
     return await c.call_all("list_volumes", m.ListVolumes(names=names), nodes)
 
 
+# (primary node, volume, target) -> that link of the primary's scheduler
+Links = dict[tuple[str, str, str], ScheduleInfo]
+
+
+async def collect_schedules(c: Cluster, nodes: list[str] | None) -> Links:
+    """What every primary's scheduler says of its links (a node that cannot say: none)."""
+    links: Links = {}
+    for r in await c.call_all("schedules", m.Empty(), nodes):
+        if r.ok:
+            for s in r.value.links:
+                links[(s.node, s.volume, s.target)] = s
+    return links
+
+
+def replication_of(v: VolumeView, copy: m.VolumeInfo, links: Links, now: float) -> dict[str, Any]:
+    """A replica's lag (seconds) and state: ok / behind / failing (with the last error),
+    or stale; docs/replication.md says how they are read."""
+    p = v.primary_copy
+    link = links.get((v.primary or "", v.name, copy.node))
+    if v.status(copy.node) == "stale":
+        return {"lag_s": None, "state": "stale", "last_error": None, "failures": 0}
+    every = None
+    if link is not None:
+        every = link.every
+    elif p is not None and p.policy is not None and p.policy.every:
+        every = float(parse_duration(p.policy.every))  # a schedule not (yet) running
+    lag = replica_lag(
+        now, copy.latest_snapshot_time, p.latest_snapshot_time if p else None, every is not None
+    )
+    failures = link.failures if link else 0
+    return {
+        "lag_s": None if lag is None else round(lag, 3),
+        "state": lag_state(lag, every, failures),
+        "last_error": link.last_error if link else None,
+        "failures": failures,
+    }
+
+
+def _replica_text(v: VolumeView, copy: m.VolumeInfo, links: Links, now: float) -> str:
+    r = replication_of(v, copy, links, now)
+    lag = "no snapshot" if r["lag_s"] is None else f"lag {format_age(r['lag_s'])}"
+    text = f"{copy.node}({lag}, {r['state']}"
+    if r["last_error"]:
+        text += f": {r['last_error']}"
+    return text + ")"
+
+
 def _views(results: list[NodeResult]) -> tuple[list[VolumeView], list[NodeResult]]:
     copies: list[m.VolumeInfo] = []
     for r in results:
@@ -45,10 +95,11 @@ def _views(results: list[NodeResult]) -> tuple[list[VolumeView], list[NodeResult
     return group_volumes(copies), [r for r in results if not r.ok]
 
 
-def _view_json(v: VolumeView, now: float) -> dict[str, Any]:
+def _view_json(v: VolumeView, now: float, links: Links) -> dict[str, Any]:
     def copy(c: m.VolumeInfo) -> dict[str, Any]:
         age = now - c.latest_snapshot_time if c.latest_snapshot_time else None
-        return {**to_jsonable(c), "latest_snapshot_age_s": age}
+        replication = None if c.node == v.primary else replication_of(v, c, links, now)
+        return {**to_jsonable(c), "latest_snapshot_age_s": age, "replication": replication}
 
     return {
         "name": v.name,
@@ -116,25 +167,38 @@ def ls_command(
     stale (a stale copy's "<epoch>/<reason>/<move id>", or null: docs/move.md),
     policy (the replication policy stored on the copy: volume, node, targets,
     every, keep, keep_replica; or null), policy_error (why a damaged policy
-    cannot be read, or null).
+    cannot be read, or null), replication (null on the primary; on a
+    replica: lag_s, how far behind the primary's data its newest snapshot
+    is, or null without one; state, "ok", "behind", "failing" or "stale";
+    last_error, the primary's last failed run to it, or null; failures in
+    a row). REPLICAS shows each as node(lag, state: error).
     """
     names = [validate_volume(v) for v in volumes]
     c = load_cluster(cluster, identity, timeout)
     nodes = [c.inventory.node(validate_node_name(node)).name] if node else None
-    views, failed = _views(run(_collect(c, names, nodes)))
+
+    async def ask() -> tuple[list[NodeResult], Links]:
+        listed, links = await asyncio.gather(_collect(c, names, nodes), collect_schedules(c, nodes))
+        return listed, links
+
+    listed, links = run(ask())
+    views, failed = _views(listed)
     now = time.time()
     if json_out:
         print_json(
-            {"volumes": [_view_json(v, now) for v in views], "unreachable": _unreachable(failed)}
+            {
+                "volumes": [_view_json(v, now, links) for v in views],
+                "unreachable": _unreachable(failed),
+            }
         )
     else:
-        table = Table(box=None, pad_edge=False)
+        table = PlainTable()  # rich's Table takes seconds for 1000 rows
         columns = ("VOLUME", "PRIMARY", "EPOCH", "USED", "MOUNTPOINT", "REPLICAS", "SNAPSHOT AGE")
         for col in (*columns, "POLICY"):
             table.add_column(col)
         for v in views:
             p = v.primary_copy
-            replicas = ", ".join(f"{r.node}({_age(r, now)})" for r in v.replicas)
+            replicas = ", ".join(_replica_text(v, r, links, now) for r in v.replicas)
             table.add_row(
                 v.name,
                 v.primary or "?",
@@ -145,7 +209,7 @@ def ls_command(
                 _age(p, now) if p else "-",
                 _policy(p) if p else "-",
             )
-        console.print(table)
+        console.print(table, soft_wrap=True)
         for v in views:
             for problem in v.problems:
                 warn(f"{v.name}: {problem}")

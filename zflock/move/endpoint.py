@@ -29,6 +29,11 @@ class PromoteRequest:
     guid: int  # the final snapshot's GUID: the replica's newest must be exactly it
     source: str  # the source node, for the hooks' environment and the logs
     post_hooks: list[list[str]] = field(default_factory=list)  # argv lists from the CLI
+    # The source's replication policy properties (zflock:replicate-to, every, keep,
+    # keep-replica; {} = none): the destination stores them with the direction
+    # switched (replication.schedule.policy_after_move). None: not sent (an older
+    # source), the destination's properties are left as they are.
+    policy: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

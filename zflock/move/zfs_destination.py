@@ -54,6 +54,8 @@ from zflock.move.marker import (
     parse_marker,
     valid_move_id,
 )
+from zflock.replication.policy import POLICY_PROPERTIES
+from zflock.replication.schedule import policy_after_move
 from zflock.zfs import Zfs
 
 log = logging.getLogger("zflock.move")
@@ -78,7 +80,14 @@ class ZfsDestination:
             return None
         return await self.zfs.get(
             self.dataset,
-            [*ZFLOCK_PROPERTIES, PROP_PROMOTED_BY, PROP_ABORTED_MOVE, PROP_MOVE, PROP_STALE],
+            [
+                *ZFLOCK_PROPERTIES,
+                PROP_PROMOTED_BY,
+                PROP_ABORTED_MOVE,
+                PROP_MOVE,
+                PROP_STALE,
+                *POLICY_PROPERTIES,
+            ],
         )
 
     @staticmethod
@@ -122,9 +131,11 @@ class ZfsDestination:
                     f"{self.node}: the replica's newest snapshot is {newest}, not the source's "
                     f"final snapshot (guid {req.guid}); refusing to promote"
                 )
-            # The point of no return.
+            policy = await self._clear_for_policy(req, props or {})
+            # The point of no return. The policy is set in the same write: a promoted
+            # copy never lacks the schedule its volume had (docs/replication.md).
             by = PromotedBy(req.move_id, req.epoch)
-            await self.zfs.set(self.dataset, {PROP_PROMOTED_BY: by.format()})
+            await self.zfs.set(self.dataset, {PROP_PROMOTED_BY: by.format(), **policy})
             log.warning(
                 "promoting to primary at epoch %d (move %s from %s)",
                 req.epoch,
@@ -143,6 +154,19 @@ class ZfsDestination:
             seconds=round(time.monotonic() - started, 3),
             hook_errors=hook_errors,
         )
+
+    async def _clear_for_policy(
+        self, req: PromoteRequest, props: dict[str, str | None]
+    ) -> dict[str, str]:
+        """The policy values to set with the promotion, after removing this copy's
+        policy properties that the new policy does not have (None: not sent)."""
+        if req.policy is None:
+            return {}
+        wanted = policy_after_move(req.policy, req.source, self.node)
+        for prop, value in wanted.items():
+            if value is None and props.get(prop) not in (None, "", "-"):
+                await self.zfs.inherit(self.dataset, prop)
+        return {prop: value for prop, value in wanted.items() if value is not None}
 
     async def _finish(self, epoch: int, copy: CopyState, props: dict[str, str | None]) -> str:
         """Epoch and role first, then writable, then mounted: each step idempotent.

@@ -1,9 +1,8 @@
 """The replication scheduler's decisions (pure: state and a clock in, decisions out).
 
 The primary's agent keeps one `Link` per (volume, target node) of every
-volume whose policy is continuous (`policy.py`). Its loop (not built yet:
-it waits for the service layer of issue 11) only executes what these
-functions decide:
+volume whose policy is continuous (`policy.py`). Its loop
+(`zflock/agent/scheduler.py`) only executes what these functions decide:
 
 * **when** a link runs next: `every` seconds after the last run STARTED
   (so a run's duration does not add drift), with jitter, never sooner than
@@ -39,10 +38,17 @@ monotonic clock); randomness comes from a `random.Random` passed in.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from zflock.replication.policy import ReplicationPolicy
+from zflock.replication.policy import (
+    POLICY_PROPERTIES,
+    DamagedPolicy,
+    ReplicationPolicy,
+    policy_from_properties,
+    policy_properties,
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,11 @@ def first_run(volume: str, target: str, every: float, now: float, rng: random.Ra
 
 def started(link: Link) -> Link:
     return replace(link, running=True)
+
+
+def deferred(link: Link, now: float, delay: float) -> Link:
+    """The link put back, not run, for `delay` seconds (its volume was busy: not a failure)."""
+    return replace(link, running=False, next_run=now + max(delay, Timing.min_gap))
 
 
 def after_run(
@@ -212,3 +223,59 @@ def after_move(policy: ReplicationPolicy, old_primary: str, new_primary: str) ->
         if target != old_primary  # cannot already be a target, but never list it twice
     )
     return replace(policy, targets=targets)
+
+
+def policy_after_move(
+    props: Mapping[str, str | None], old_primary: str, new_primary: str
+) -> dict[str, str | None]:
+    """The policy properties the new primary gets, from those of the old one.
+
+    A move or a failover carries them itself (zflock sends without `-p`, so
+    they do not travel in the stream). Each of the four properties is in the
+    result: a value to set, or None to remove. No policy stays no policy (a
+    leftover from the new primary's own past is removed); a damaged one
+    travels as it is, so it is shown damaged there too, never read as none;
+    a sound one gets `after_move`: the direction switches.
+    """
+    present = {p: props.get(p) for p in POLICY_PROPERTIES}
+    try:
+        policy = policy_from_properties(present)
+    except DamagedPolicy:
+        return present
+    if policy is None:
+        return dict.fromkeys(POLICY_PROPERTIES)
+    return policy_properties(after_move(policy, old_primary, new_primary))
+
+
+# -- how far behind a replica is (for `zflock ls`) ---------------------------------
+
+LagState = Literal["ok", "behind", "failing"]
+
+
+def replica_lag(
+    now: float, replica_time: float | None, primary_time: float | None, continuous: bool
+) -> float | None:
+    """Seconds of the primary's data the replica may lack; None when it has no snapshot.
+
+    Under a continuous policy the primary is assumed written all the time
+    (zfs-fuse cannot tell when it last was), so the lag is the age of the
+    replica's newest snapshot: what a failover now could lose, at most.
+    Without one, the reference is the primary's newest snapshot: a replica
+    holding it is not behind anything zflock knows of.
+    """
+    if replica_time is None:
+        return None
+    reference = now if continuous or primary_time is None else primary_time
+    return max(0.0, reference - replica_time)
+
+
+def lag_state(lag: float | None, every: float | None, failures: int) -> LagState:
+    """ok / behind / failing: failing while the primary's last runs to it failed;
+    behind when its lag exceeds two intervals (or, without a schedule, at all)."""
+    if failures > 0:
+        return "failing"
+    if lag is None:
+        return "behind"
+    if every is None:
+        return "ok" if lag == 0 else "behind"
+    return "ok" if lag <= 2 * every else "behind"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.model import SnapRef
+from zflock.rpc.schedule_messages import ScheduleList
 
 
 @dataclass(frozen=True)
@@ -369,4 +370,5 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "reserve_name": (ReserveName, NameReserved),
     "release_name": (ReleaseName, Empty),
     "set_policy": (SetPolicy, PolicyInfo),
+    "schedules": (Empty, ScheduleList),  # rpc/schedule_messages.py
 }
