@@ -137,6 +137,53 @@ class ScheduleLate:
     seconds: float
 
 
+# What the move's pre-copy decided after a round (zflock.move.converge's actions).
+RoundDecision = Literal["continue", "cutover", "abort"]
+
+
+@dataclass(frozen=True)
+class StreamProgressed:
+    """A replication step is streaming (a few per second at most): for jobs and the CLI's bars.
+
+    `step` names the step as the replication driver does ("full @snap", ...); a move
+    prefixes its phase ("pre-copy round 2: ...")."""
+
+    volume: str
+    step: str
+    bytes: int
+    total: int | None
+    rate: float  # bytes per second
+
+
+@dataclass(frozen=True)
+class PrecopyRound:
+    """A move's pre-copy round ended; `decision` is what comes next (zflock.move.converge)."""
+
+    volume: str
+    round: int
+    kind: str  # the first step's kind (zflock.replication.endpoint.StepHeader), or "none"
+    bytes: int
+    seconds: float
+    decision: RoundDecision
+    reason: str
+
+
+@dataclass(frozen=True)
+class CutoverStep:
+    """A step of a move's cutover ended (or "rollback" began)."""
+
+    volume: str
+    step: str  # "pre-cutover hooks", "fence", "final delta", "verify", "promote", ...
+    seconds: float
+
+
+def move_phase_after(event: PrecopyRound | CutoverStep) -> str:
+    """What a move does after `event`: the label of its next streams and its job's step."""
+    if isinstance(event, PrecopyRound):
+        return f"pre-copy round {event.round + 1}"
+    return "cutover"
+
+
 Event = (
     AgentStarted
     | ReplicationFinished
@@ -148,6 +195,9 @@ Event = (
     | JobStarted
     | JobEnded
     | ScheduleLate
+    | StreamProgressed
+    | PrecopyRound
+    | CutoverStep
 )
 
 

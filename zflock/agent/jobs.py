@@ -4,6 +4,10 @@ A job is an asyncio task owned by the agent. The request that started it
 follows its progress events; if that client goes away, the job goes on, and
 `zflock status` (the `jobs` operation) shows it. Finished jobs are kept for
 a while so a client that reconnects can see how it ended.
+
+A job observes its operation's typed events (it is an `Observer`): they set the
+step `zflock status` shows and go to the clients following it, converted to the
+wire at that edge (zflock.rpc.progress).
 """
 
 from __future__ import annotations
@@ -17,8 +21,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zflock.events import NO_OBSERVER, JobEnded, JobStarted, Observer
+from zflock.events import (
+    NO_OBSERVER,
+    CutoverStep,
+    Event,
+    JobEnded,
+    JobStarted,
+    Observer,
+    PrecopyRound,
+    StreamProgressed,
+    move_phase_after,
+)
 from zflock.rpc.messages import JobInfo
+from zflock.rpc.progress import event_to_wire
 
 log = logging.getLogger("zflock.agent.jobs")
 KEEP_FINISHED = 50
@@ -40,7 +55,7 @@ class Job:
     error: str | None = None
     result: Any = None
     task: asyncio.Task[Any] | None = None
-    _listeners: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
+    _listeners: set[asyncio.Queue[Event | None]] = field(default_factory=set)
 
     def info(self) -> JobInfo:
         return JobInfo(
@@ -49,23 +64,25 @@ class Job:
             rate=self.rate, step=self.step, error=self.error,
         )  # fmt: skip
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
+        """Observe the operation: progress and phase go to `step`, every event to followers."""
+        if isinstance(event, StreamProgressed):
+            self.step, self.bytes, self.total, self.rate = (
+                event.step, event.bytes, event.total, event.rate
+            )  # fmt: skip
+        elif isinstance(event, PrecopyRound | CutoverStep):
+            self.step = move_phase_after(event)
         for queue in self._listeners:
             # Listeners that fall behind lose progress events, never the end.
             if queue.qsize() < 100:
                 queue.put_nowait(event)
 
-    def progress(self, step: str, done: int, total: int | None, rate: float) -> None:
-        self.step, self.bytes, self.total, self.rate = step, done, total, rate
-        self.publish({"kind": "progress", "job": self.id, "step": step, "bytes": done,
-                      "total": total, "rate": rate})  # fmt: skip
-
-    def listen(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    def listen(self) -> asyncio.Queue[Event | None]:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._listeners.add(queue)
         return queue
 
-    def unlisten(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+    def unlisten(self, queue: asyncio.Queue[Event | None]) -> None:
         self._listeners.discard(queue)
 
 
@@ -121,8 +138,10 @@ class Jobs:
         queue = job.listen()
         try:
             while (event := await queue.get()) is not None:
+                if (wire := event_to_wire(event, job.id)) is None:
+                    continue
                 try:
-                    await send(event)
+                    await send(wire)
                 except Exception:
                     log.info("client stopped following job %s; it continues", job.id)
                     raise

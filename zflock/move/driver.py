@@ -30,14 +30,24 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import cast
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from zflock.cluster.config import MoveDeadlines
 from zflock.cluster.ownership import Stale, StaleReason
 from zflock.errors import ZflockError
+from zflock.events import (
+    NO_OBSERVER,
+    CutoverStep,
+    Event,
+    Observer,
+    PrecopyRound,
+    RoundDecision,
+    StreamProgressed,
+    move_phase_after,
+)
 from zflock.move.converge import ABORT, CONTINUE, CUTOVER, Decision, Limits, Round, decide
 from zflock.move.endpoint import (
     DestinationSide,
@@ -62,7 +72,9 @@ from zflock.replication.driver import Outcome
 
 log = logging.getLogger("zflock.move")
 
-Emit = Callable[[dict[str, Any]], None]
+# Replicate what the source has to the destination once, without a new snapshot,
+# reporting the stream's progress to the observer given.
+ReplicateOnce = Callable[[Observer], Awaitable[Outcome]]
 # How long the job keeps retrying the source's demotion before leaving it to
 # recovery. (How long it asks an unreachable destination whether it promoted
 # is spec.deadlines.settle.)
@@ -93,6 +105,8 @@ class MoveSpec:
     destroy_source: bool = False
     post_hooks: list[list[str]] = field(default_factory=list)
     deadlines: MoveDeadlines = field(default_factory=MoveDeadlines)
+    # The source's replication policy properties, carried by the promote (None: none sent).
+    policy: dict[str, str] | None = None
 
 
 @dataclass
@@ -114,22 +128,39 @@ def _round(number: int, outcome: Outcome, seconds: float) -> Round:
 
 
 class Move:
+    """One move, run once: `run()` pre-copies, cuts over and demotes the source.
+
+    It reports what happens as typed events (zflock.events: PrecopyRound, CutoverStep,
+    and the streams' StreamProgressed labelled with the move's phase) to `observer`.
+    """
+
     def __init__(
         self,
         spec: MoveSpec,
         source: SourceSide,
         destination: DestinationSide,
-        replicate_once: Callable[[], Awaitable[Outcome]],
-        emit: Emit = lambda _: None,
+        replicate_once: ReplicateOnce,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self.spec = spec
         self.source = source
         self.destination = destination
         self.replicate_once = replicate_once
-        self.emit = emit
+        self.observer = observer
         self.result = MoveResult()
         self.marker = Marker(FENCED, spec.move_id, spec.destination, spec.epoch + 1)
         self._stall: asyncio.Timeout | None = None  # the final delta's, while it runs
+        self.phase = "pre-copy round 1"  # what the streams now running are for
+
+    def emit(self, event: Event) -> None:
+        """The streams' progress, labelled with the phase; it also restarts the final
+        delta's inactivity deadline. Every other event passes unchanged."""
+        if isinstance(event, StreamProgressed):
+            self.progressed()
+            event = replace(event, step=f"{self.phase}: {event.step}")
+        elif isinstance(event, PrecopyRound | CutoverStep):
+            self.phase = move_phase_after(event)
+        self.observer.emit(event)
 
     def progressed(self) -> None:
         """A replication reported progress: the final delta's inactivity deadline restarts.
@@ -149,13 +180,13 @@ class Move:
         while True:
             started = time.monotonic()
             await self.source.snapshot()
-            outcome = await self.replicate_once()
+            outcome = await self.replicate_once(self)
             r = _round(len(rounds) + 1, outcome, time.monotonic() - started)
             rounds.append(r)
             decision = decide(rounds, self.spec.limits)
-            self.emit({"kind": "round", "round": r.number, "type": r.kind, "bytes": r.bytes,
-                       "seconds": r.seconds, "decision": decision.action,
-                       "reason": decision.reason})  # fmt: skip
+            action = cast(RoundDecision, decision.action)
+            self.emit(PrecopyRound(self.spec.volume, r.number, r.kind, r.bytes, r.seconds,
+                                   action, decision.reason))  # fmt: skip
             log.info("pre-copy round %d: %s %d B in %.2f s; %s", r.number, r.kind, r.bytes,
                      r.seconds, decision.reason, extra={"volume": self.spec.volume})  # fmt: skip
             if decision.action != CONTINUE:
@@ -166,11 +197,11 @@ class Move:
 
     def _step(self, name: str, started: float) -> None:
         self.result.cutover[name] = round(time.monotonic() - started, 3)
-        self.emit({"kind": "cutover", "step": name, "seconds": self.result.cutover[name]})
+        self.emit(CutoverStep(self.spec.volume, name, self.result.cutover[name]))
 
     async def _rollback(self, why: BaseException, *, fenced: bool) -> MoveFailed:
         """Undo a cutover that cannot finish: source writable and mounted, consumer restarted."""
-        self.emit({"kind": "cutover", "step": "rollback", "seconds": 0.0})
+        self.emit(CutoverStep(self.spec.volume, "rollback", 0.0))
         if fenced:
             await self.source.unfence()
         what = "rolled back; the source is writable again" if fenced else "nothing was fenced"
@@ -200,7 +231,7 @@ class Move:
         async with self._deadline("the final delta", seconds, stall=True) as stall:
             self._stall = stall
             try:
-                return await self.replicate_once()
+                return await self.replicate_once(self)
             finally:
                 self._stall = None
 
@@ -244,7 +275,7 @@ class Move:
         request = PromoteRequest(
             name=spec.volume, volume_id=spec.volume_id, move_id=spec.move_id,
             epoch=self.marker.new_epoch, guid=final_snap.guid, source=spec.source,
-            post_hooks=spec.post_hooks,
+            post_hooks=spec.post_hooks, policy=spec.policy,
         )  # fmt: skip
         t = time.monotonic()
         try:
