@@ -2,7 +2,10 @@
 
 `call_all` asks every node concurrently and returns one `NodeResult` per
 node, success or failure, so callers can report an unreachable node
-instead of failing the whole command.
+instead of failing the whole command. With `deadline`, a node that has not
+answered within it (connecting included) is a NodeUnreachable result: for
+callers that must decide in bounded time (an agent's recovery), where one
+node that accepts connections but never answers would otherwise hold them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncssh
 from zflock.cluster.config import Inventory
 from zflock.errors import ZflockError
 from zflock.rpc.client import AgentClient
+from zflock.rpc.errors import NodeUnreachable
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,26 @@ class Cluster:
         async with self.client(node) as client:
             return await client.call(op, args, **kwargs)
 
-    async def _result(self, node: str, op: str, args: Any) -> NodeResult:
+    async def _result(self, node: str, op: str, args: Any, deadline: float | None) -> NodeResult:
         try:
-            return NodeResult(node, value=await self.call(node, op, args))
+            async with asyncio.timeout(deadline):
+                return NodeResult(node, value=await self.call(node, op, args))
         except ZflockError as exc:
             return NodeResult(node, error=exc)
+        except TimeoutError:
+            # Only our deadline raises it here: the client's own become NodeUnreachable.
+            reason = f"no answer to {op} within {deadline:g} s"
+            return NodeResult(node, error=NodeUnreachable(node, reason))
 
     async def call_all(
-        self, op: str, args: Any, nodes: Iterable[str] | None = None
+        self,
+        op: str,
+        args: Any,
+        nodes: Iterable[str] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> list[NodeResult]:
+        """Ask every node (or `nodes`) at once; each one's answer or error, in order.
+        `deadline` (seconds, None: none) bounds each node's call, connecting included."""
         names = list(nodes) if nodes is not None else sorted(self.inventory.nodes)
-        return list(await asyncio.gather(*(self._result(n, op, args) for n in names)))
+        return list(await asyncio.gather(*(self._result(n, op, args, deadline) for n in names)))

@@ -1,0 +1,244 @@
+"""A replication link: this node's primary copy of a volume and its replica on one peer.
+
+The one service layer every stream from this agent goes through (docs/design.md,
+"Layers"): `zflock replicate` (agent/handlers.py), the scheduler (agent/scheduler.py)
+and a move's pre-copy and final delta (agent/move_source.py) each build a link and call
+it. None of them opens a client, asks the receiver's state or plans on its own. The
+link is transport-free in the sense of the layers: it talks to the peer only through
+`rpc` endpoints (RemoteReceiver) and to ZFS only through the replication endpoints.
+
+Interface (stable; other helpers build on it):
+
+    link = ReplicationLink(volume, peer, services)      # services: LinkServices
+    result = await link.cycle(job=job)                  # -> LinkResult
+        # snapshot -> replicate -> prune, as one cycle, on one connection
+
+    async with link:                                    # connect once (a move)
+        replica = link.replica                          # the state read at connect
+        link.check()                                    # plan as if snapshotted: refuse now
+        outcome = await link.replicate(observer)        # what exists, no new snapshot
+        result = await link.cycle(job=None)             # or a whole cycle, same connection
+        link.client                                     # the open AgentClient (a move's
+                                                        # promote uses it too)
+
+`cycle` uses the open connection inside `async with link`; outside, it opens one for
+the cycle and closes it after. The caller holds the volume's lock (agent/locks.py)
+for as long as it uses the link. `cycle` reports ReplicationFinished or
+ReplicationFailed (and StaleCopySeen) to `services.observer`, and every stream's
+progress, as StreamProgressed, to it and to the job (if any); `replicate` reports
+progress to the observer it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncssh
+
+from zflock.agent.jobs import Job
+from zflock.agent.link_prune import prune_after_cycle
+from zflock.agent.observing import failure_reason, stale_copy
+from zflock.agent.volumes import Volumes
+from zflock.cluster.config import AgentConfig, NodeEntry
+from zflock.cluster.ownership import Ownership
+from zflock.errors import ZflockError
+from zflock.events import (
+    NO_OBSERVER,
+    FanOut,
+    Observer,
+    ReplicationFailed,
+    ReplicationFinished,
+    StreamProgressed,
+)
+from zflock.replication.driver import Outcome, StepProgress, replicate
+from zflock.replication.endpoint import SourceIdentity
+from zflock.replication.model import PlanOptions, ReplicaInfo
+from zflock.replication.plan import plan_replication, with_pending_snapshot
+from zflock.replication.pruning import PruneReport
+from zflock.replication.zfs_endpoint import ZfsSender
+from zflock.rpc.client import AgentClient
+from zflock.rpc.messages import SnapshotInfo
+from zflock.rpc.replica import RemoteReceiver
+from zflock.zfs import Zfs
+
+log = logging.getLogger("zflock.agent.link")
+
+
+@dataclass(frozen=True)
+class LinkServices:
+    """What a link needs of its agent (one per agent, shared by all its links)."""
+
+    config: AgentConfig
+    zfs: Zfs
+    volumes: Volumes
+    host_key: Callable[[], asyncssh.SSHKey | None]  # our identity to peers, once loaded
+    observer: Observer = NO_OBSERVER
+
+    def key(self) -> asyncssh.SSHKey:
+        key = self.host_key()
+        if key is None:
+            raise ZflockError("agent has no key to talk to peers")
+        return key
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """One cycle: the snapshot taken, what the replication did, and how long it all took."""
+
+    volume: str
+    peer: str
+    snapshot: SnapshotInfo
+    outcome: Outcome
+    seconds: float  # connect (if the cycle connected) to the end of the prune step
+
+
+class ReplicationLink:
+    """The volume's primary here and its replica on `peer`: see the module docstring."""
+
+    def __init__(
+        self,
+        volume: str,
+        peer: NodeEntry,
+        services: LinkServices,
+        *,
+        ownership: Ownership | None = None,
+    ) -> None:
+        self.volume = volume
+        self.peer = peer
+        self.services = services
+        self._ownership = ownership  # read at connect when not given
+        config = services.config
+        self.sender = ZfsSender(services.zfs, config.dataset(volume), config.node)
+        self._client: AgentClient | None = None
+        self._receiver: RemoteReceiver | None = None
+        self._identity: SourceIdentity | None = None
+        self._resume = False  # both sides can resume an interrupted stream
+        self.replica = ReplicaInfo(exists=False)  # the peer's copy as read at connect
+
+    # -- the connection ---------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
+    def client(self) -> AgentClient:
+        if self._client is None:
+            raise RuntimeError("the replication link is not connected")
+        return self._client
+
+    @property
+    def receiver(self) -> RemoteReceiver:
+        if self._receiver is None:
+            raise RuntimeError("the replication link is not connected")
+        return self._receiver
+
+    async def connect(self) -> None:
+        """Check that this copy is the primary, connect, and read the replica's state
+        (which also says whether the peer can resume a stream)."""
+        config = self.services.config
+        ownership = self._ownership or await self.sender.ownership()
+        if not ownership.is_primary:
+            raise ZflockError(
+                f"node {config.node} holds a {ownership.role} of {self.volume}; "
+                "replicate from its primary"
+            )
+        self._identity = SourceIdentity.of(self.volume, ownership, config.node)
+        client = AgentClient(self.peer, self.services.key())
+        await client.connect()
+        try:
+            receiver = RemoteReceiver(client, self.volume)
+            self.replica = await receiver.state()
+            local = await self.services.zfs.capabilities()
+        except BaseException:
+            await client.close()
+            raise
+        self._client, self._receiver = client, receiver
+        self._resume = local.resume_tokens and receiver.resume_supported
+
+    async def close(self) -> None:
+        client, self._client, self._receiver = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> ReplicationLink:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- the steps --------------------------------------------------------------------
+
+    def options(self, *, force_rollback: bool = False) -> PlanOptions:
+        return PlanOptions(force_rollback=force_rollback, resume_supported=self._resume)
+
+    async def check(self, *, force_rollback: bool = False) -> None:
+        """Plan as if a new snapshot were taken now, against the replica as read at
+        connect: a conflict refuses here, before anything changes on either side."""
+        source = with_pending_snapshot(await self.sender.source())
+        plan_replication(source, self.replica, self.options(force_rollback=force_rollback))
+
+    async def replicate(
+        self, observer: Observer = NO_OBSERVER, *, force_rollback: bool = False
+    ) -> Outcome:
+        """Send what the replica lacks of the snapshots that exist (no new one)."""
+        assert self._identity is not None, "connect() first"
+        volume = self.volume
+
+        def report(p: StepProgress) -> None:
+            observer.emit(StreamProgressed(volume, p.step, p.bytes, p.total, p.rate))
+
+        options = self.options(force_rollback=force_rollback)
+        return await replicate(self.sender, self.receiver, self._identity, options, report)
+
+    async def prune(self) -> PruneReport:
+        """Prune the peer's replica and this primary after a sync (agent/link_prune.py)."""
+        assert self._identity is not None, "connect() first"
+        services = self.services
+        return await prune_after_cycle(
+            services.config, services.zfs, services.key, self.sender, self.receiver,
+            self._identity, self.peer.name,
+        )  # fmt: skip
+
+    async def cycle(self, *, job: Job | None, force_rollback: bool = False) -> LinkResult:
+        """Snapshot, replicate, prune: one run of the link (see the module docstring)."""
+        started = time.monotonic()
+        try:
+            if self.connected:
+                result = await self._cycle(job, force_rollback, started)
+            else:
+                async with self:
+                    result = await self._cycle(job, force_rollback, started)
+        except BaseException as exc:
+            observer = self.services.observer
+            observer.emit(ReplicationFailed(self.volume, self.peer.name, failure_reason(exc)))
+            if (stale := stale_copy(self.volume, exc)) is not None:
+                observer.emit(stale)
+            raise
+        outcome = result.outcome
+        self.services.observer.emit(
+            ReplicationFinished(
+                volume=self.volume, peer=self.peer.name, bytes=outcome.bytes,
+                seconds=result.seconds, stream_seconds=sum(s.seconds for s in outcome.steps),
+                snapshot_time=result.snapshot.creation, finished_at=time.time(),
+            )
+        )  # fmt: skip
+        return result
+
+    async def _cycle(self, job: Job | None, force_rollback: bool, started: float) -> LinkResult:
+        await self.check(force_rollback=force_rollback)
+        watcher: Observer = self.services.observer
+        if job is not None:
+            job.step = "snapshot"
+            watcher = FanOut([job, watcher])
+        snap = await self.services.volumes.snapshot(self.volume)
+        outcome = await self.replicate(watcher, force_rollback=force_rollback)
+        await self.prune()
+        return LinkResult(
+            volume=self.volume, peer=self.peer.name, snapshot=snap, outcome=outcome,
+            seconds=time.monotonic() - started,
+        )  # fmt: skip
