@@ -12,11 +12,13 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from zflock.cli.views import VolumeView, group_volumes
 from zflock.cluster.config import Inventory, inventory_path, load_inventory
 from zflock.errors import UsageError
 from zflock.rpc import codec
+from zflock.rpc import messages as m
 from zflock.rpc.client import ClientIdentity
-from zflock.rpc.cluster import Cluster
+from zflock.rpc.cluster import Cluster, NodeResult
 
 T = TypeVar("T")
 
@@ -76,6 +78,8 @@ def print_json(obj: Any) -> None:
 
 
 def to_jsonable(obj: Any) -> Any:
+    if obj is None or isinstance(obj, str | int | float):
+        return obj  # most leaves: no exception raised and caught for each
     if isinstance(obj, list | tuple):
         return [to_jsonable(o) for o in obj]
     if isinstance(obj, dict):
@@ -88,3 +92,19 @@ def to_jsonable(obj: Any) -> Any:
 
 def warn(message: str) -> None:
     err_console.print(f"zflock: warning: {message}", markup=False)
+
+
+async def collect_copies(
+    c: Cluster, names: list[str], nodes: list[str] | None = None
+) -> list[NodeResult]:
+    """Every node's (or `nodes`') copies of the volumes `names` (all volumes when empty)."""
+    return await c.call_all("list_volumes", m.ListVolumes(names=names), nodes)
+
+
+def views_of(results: list[NodeResult]) -> tuple[list[VolumeView], list[NodeResult]]:
+    """The volumes the nodes' answers describe, and the nodes that did not answer."""
+    copies: list[m.VolumeInfo] = []
+    for r in results:
+        if r.ok:
+            copies.extend(r.value.volumes)
+    return group_volumes(copies), [r for r in results if not r.ok]

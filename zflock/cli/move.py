@@ -13,13 +13,24 @@ from rich.console import Console
 from rich.progress import Progress
 
 from zflock.cli.app import app
-from zflock.cli.common import cluster_options, console, err_console, load_cluster, print_json, run
+from zflock.cli.common import (
+    cluster_options,
+    collect_copies,
+    console,
+    err_console,
+    load_cluster,
+    print_json,
+    run,
+    views_of,
+)
 from zflock.cli.common import warn as print_warning
-from zflock.cli.replicate import StepBars, _progress
-from zflock.cli.volumes import _collect, _views, primary_view, validate_volume
+from zflock.cli.progress import StepBars, progress_bars
+from zflock.cli.volumes import primary_view, validate_volume
 from zflock.cluster.config import validate_node_name
 from zflock.errors import UsageError, ZflockError
+from zflock.events import CutoverStep, PrecopyRound, StreamProgressed
 from zflock.rpc import messages as m
+from zflock.rpc.progress import event_from_wire
 from zflock.units import format_bytes
 
 
@@ -38,35 +49,35 @@ class MoveDisplay(StepBars):
     """Progress bars for each stream (on a terminal), and one line per round and cutover step
     (always, unless --json), so a log of the command shows how the move went."""
 
-    def __init__(self, progress: Progress | None, out: Console | None) -> None:
+    def __init__(self, volume: str, progress: Progress | None, out: Console | None) -> None:
         super().__init__(progress)
+        self.volume = volume
         self.out = progress.console if progress is not None else out
         self.previous: int | None = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("kind")
-        if kind == "progress":
-            super().__call__(event)
+    def __call__(self, wire: dict[str, Any]) -> None:
+        event = event_from_wire(wire, self.volume)
+        if isinstance(event, StreamProgressed):
+            self.show(event)
         elif self.out is None:
             return
-        elif kind == "round":
-            done = int(event.get("bytes") or 0)
-            seconds = float(event.get("seconds") or 0)
+        elif isinstance(event, PrecopyRound):
+            done, seconds = event.bytes, event.seconds
             rate = f"{format_bytes(done / seconds)}/s" if seconds > 0 else "-"
             trend = ""
             if self.previous:
                 trend = f"{(done - self.previous) / self.previous:+.0%}"
             self.previous = done
             self.out.print(
-                f"pre-copy  round {event.get('round')}  {event.get('type'):<11} "
+                f"pre-copy  round {event.round}  {event.kind:<11} "
                 f"{format_bytes(done):>10} in {seconds:5.2f} s {rate:>12} {trend:>6}   "
-                f"{event.get('decision')}: {event.get('reason')}",
+                f"{event.decision}: {event.reason}",
                 markup=False,
                 soft_wrap=True,
             )
-        elif kind == "cutover":
+        elif isinstance(event, CutoverStep):
             self.out.print(
-                f"cutover   {event.get('step'):<18} {float(event.get('seconds', 0)):6.3f} s",
+                f"cutover   {event.step:<18} {event.seconds:6.3f} s",
                 markup=False,
                 soft_wrap=True,
             )
@@ -212,7 +223,7 @@ def move_command(
     c.inventory.node(target)
 
     async def go(display: MoveDisplay) -> m.MoveReport:
-        views, failed = _views(await _collect(c, [name], None))
+        views, failed = views_of(await collect_copies(c, [name]))
         # A copy carrying a move marker is the source of an interrupted move:
         # its agent finishes or undoes that first.
         marked = [copy.node for v in views for copy in v.copies if copy.move]
@@ -231,9 +242,9 @@ def move_command(
             report: m.MoveReport = await client.call("move", args, on_event=display)
             return report
 
-    progress = None if json_out else _progress()
+    progress = None if json_out else progress_bars()
     with progress or contextlib.nullcontext():
-        report = run(go(MoveDisplay(progress, None if json_out else err_console)))
+        report = run(go(MoveDisplay(name, progress, None if json_out else err_console)))
     hook_failed = any("hook" in w for w in report.warnings)
     if json_out:
         print_json(report_json(report))

@@ -10,28 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from zflock.cli.app import app
 from zflock.cli.common import (
     cluster_options,
     console,
-    err_console,
     load_cluster,
     print_json,
     run,
     to_jsonable,
     warn,
 )
+from zflock.cli.progress import StepBars, progress_bars
 from zflock.cli.volumes import Links, collect_schedules, find_primary, validate_volume
 from zflock.cluster.config import validate_node_name
 from zflock.cluster.ownership import ROLE_PRIMARY
@@ -43,41 +34,6 @@ from zflock.rpc.cluster import NodeResult
 from zflock.rpc.messages import Empty
 from zflock.rpc.schedule_messages import ScheduleInfo
 from zflock.units import format_age, format_bytes, format_duration
-
-
-class StepBars:
-    """One progress bar per step, fed by the agent's progress events."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress
-        self.tasks: dict[str, TaskID] = {}
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if self.progress is None or event.get("kind") != "progress":
-            return
-        step = str(event.get("step", ""))
-        done = int(event.get("bytes") or 0)
-        total = event.get("total")
-        if step not in self.tasks:
-            self.tasks[step] = self.progress.add_task(step, total=total)
-        # An estimate can be short (zfs-fuse has none): grow it rather than overflow.
-        if total is not None:
-            total = max(int(total), done)
-        self.progress.update(self.tasks[step], completed=done, total=total)
-
-
-def _progress() -> Progress | None:
-    if not err_console.is_terminal:
-        return None
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    )
 
 
 @app.command("replicate")
@@ -165,7 +121,7 @@ def replicate_command(
         async with c.client(primary) as client:
             return await client.call("replicate", args, on_event=bars)
 
-    progress = None if json_out else _progress()
+    progress = None if json_out else progress_bars()
     with progress or contextlib.nullcontext():
         report = run(go(StepBars(progress)))
     if json_out:
@@ -237,7 +193,7 @@ def _policy_command(
                 reports.append(await client.call("replicate", args, on_event=bars))
         return info, reports
 
-    progress = None if (json_out or stop) else _progress()
+    progress = None if (json_out or stop) else progress_bars()
     with progress or contextlib.nullcontext():
         info, reports = run(go(StepBars(progress)))
     if json_out:

@@ -13,15 +13,17 @@ import click
 from zflock.cli.app import app
 from zflock.cli.common import (
     cluster_options,
+    collect_copies,
     console,
     load_cluster,
     print_json,
     run,
     to_jsonable,
+    views_of,
     warn,
 )
 from zflock.cli.table import PlainTable
-from zflock.cli.views import VolumeView, group_volumes
+from zflock.cli.views import VolumeView
 from zflock.cluster.config import validate_node_name
 from zflock.errors import ZflockError
 from zflock.replication.schedule import lag_state, replica_lag
@@ -34,10 +36,6 @@ from zflock.zfs import validate_component
 
 def validate_volume(name: str) -> str:
     return validate_component(name, "volume name")
-
-
-async def _collect(c: Cluster, names: list[str], nodes: list[str] | None) -> list[NodeResult]:
-    return await c.call_all("list_volumes", m.ListVolumes(names=names), nodes)
 
 
 # (primary node, volume, target) -> that link of the primary's scheduler
@@ -85,14 +83,6 @@ def _replica_text(v: VolumeView, copy: m.VolumeInfo, links: Links, now: float) -
     if r["last_error"]:
         text += f": {r['last_error']}"
     return text + ")"
-
-
-def _views(results: list[NodeResult]) -> tuple[list[VolumeView], list[NodeResult]]:
-    copies: list[m.VolumeInfo] = []
-    for r in results:
-        if r.ok:
-            copies.extend(r.value.volumes)
-    return group_volumes(copies), [r for r in results if not r.ok]
 
 
 def _view_json(v: VolumeView, now: float, links: Links) -> dict[str, Any]:
@@ -178,11 +168,13 @@ def ls_command(
     nodes = [c.inventory.node(validate_node_name(node)).name] if node else None
 
     async def ask() -> tuple[list[NodeResult], Links]:
-        listed, links = await asyncio.gather(_collect(c, names, nodes), collect_schedules(c, nodes))
+        listed, links = await asyncio.gather(
+            collect_copies(c, names, nodes), collect_schedules(c, nodes)
+        )
         return listed, links
 
     listed, links = run(ask())
-    views, failed = _views(listed)
+    views, failed = views_of(listed)
     now = time.time()
     if json_out:
         print_json(
@@ -223,7 +215,7 @@ def ls_command(
 
 async def find_primary(c: Cluster, name: str) -> str:
     """The node holding the writable copy of `name`, or a one-line error why there is none."""
-    view = primary_view(name, *_views(await _collect(c, [name], None)))
+    view = primary_view(name, *views_of(await collect_copies(c, [name], None)))
     assert view.primary is not None
     return view.primary
 
@@ -320,7 +312,7 @@ def destroy_command(
     only = c.inventory.node(validate_node_name(node)).name if node else None
 
     async def go() -> list[m.Destroyed]:
-        views, failed = _views(await _collect(c, [name], [only] if only else None))
+        views, failed = views_of(await collect_copies(c, [name], [only] if only else None))
         _require_all(failed, f"destroy {name}")
         copies = [x for v in views for x in v.copies]
         if not copies:
