@@ -266,7 +266,7 @@ class Agent:
             self._tasks.discard(task)
 
     async def _serve(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
-        peer = process.get_extra_info("peername", ("?", 0))[0]
+        peer, port = process.get_extra_info("peername", ("?", 0))[:2]
         op = "?"
         status = 1
         try:
@@ -290,7 +290,8 @@ class Agent:
                 await write_message(process.stdout, {"event": event})
 
             volume = getattr(args, "name", None)
-            log.info("request from %s", peer, extra={"op": op, "volume": volume})
+            # host:port names the connection: calls sharing one show the same port.
+            log.info("request from %s:%s", peer, port, extra={"op": op, "volume": volume})
             call = Call(peer=peer, send_event=send_event, read=process.stdin.read)
             result = await self._ops[op](args, call)
             await write_message(process.stdout, {"result": codec.encode(result)})
