@@ -139,6 +139,35 @@ class ReplicaModified(ZflockError):
     knowing it (rule 12): the only reliable test on a ZFS without `written` (zfs-fuse)."""
 
 
+@dataclass(frozen=True)
+class PruneRequest:
+    """A primary asks its replica to prune itself after a sync (a request, not an order).
+
+    `destroy` is what the primary planned from the replica's state as the replica
+    reported it; the receiver plans again from its own state, under its volume
+    lock, with `keep` and the sender's snapshots (the source is the authority on
+    what it has), and refuses the whole request if it asks for anything its own
+    decision keeps (retention.admit_prune). `now` is unix seconds: the same clock
+    for both sides' grids (the anchor is the newest snapshot, so a wrong clock only
+    keeps more).
+    """
+
+    keep: str
+    now: float
+    source_snapshots: list[SnapRef] = field(default_factory=list)
+    destroy: list[SnapRef] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PruneAnswer:
+    """What the receiver destroyed, its snapshots afterwards (as it lists them), and the
+    snapshot its base hold is on (OpenZFS; None where it has no holds)."""
+
+    destroyed: list[SnapRef]
+    snapshots: list[SnapRef]
+    held: SnapRef | None = None
+
+
 class Sender(Protocol):
     async def source(self) -> Source: ...
 
@@ -155,3 +184,23 @@ class Receiver(Protocol):
     async def receive(
         self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
     ) -> ReceiveResult: ...
+
+
+class PrunablePrimary(Protocol):
+    """The primary's side of pruning (zfs_endpoint.ZfsSender)."""
+
+    async def source(self) -> Source: ...
+
+    async def cursors(self) -> dict[str, int]: ...
+
+    async def move_cursor(self, peer: str, to: SnapRef) -> bool: ...
+
+    async def destroy_snapshots(self, refs: list[SnapRef]) -> list[SnapRef]: ...
+
+
+class PrunableReplica(Protocol):
+    """A replica's side of pruning (zfs_endpoint.ZfsReceiver, rpc/replica.RemoteReceiver)."""
+
+    async def state(self) -> ReplicaInfo: ...
+
+    async def prune(self, source: SourceIdentity, request: PruneRequest) -> PruneAnswer: ...

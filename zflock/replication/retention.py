@@ -38,7 +38,9 @@ property tests):
 * any GUID the caller protects.
 
 To prune the primary, pass every replica as a peer; to prune a replica, pass
-the primary as its one peer.
+the primary as its one peer. A replica the primary could not ask is covered
+by `protect_unasked`; a receiver checks a peer's request with `admit_prune`.
+Executing a decision is pruning.py's (through the endpoints).
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from zflock.errors import UsageError
+from zflock.errors import UsageError, ZflockError
 from zflock.replication.history import diff, sort_history
 from zflock.replication.model import SnapRef
-from zflock.replication.naming import SNAPSHOT_PREFIX, parse_snapshot_name
+from zflock.replication.naming import SNAPSHOT_PREFIX, is_own, parse_snapshot_name
 from zflock.units import format_duration, parse_duration
 
 # Bounds that keep a rule set small enough to evaluate per sync and to store
@@ -63,6 +65,10 @@ MAX_SPEC_LENGTH = 1024
 
 class KeepRuleError(UsageError):
     """A keep rule string that does not follow the grammar."""
+
+
+class PruneRefused(ZflockError):
+    """A receiver refused a peer's prune request: its own rules keep a snapshot asked for."""
 
 
 @dataclass(frozen=True)
@@ -253,3 +259,46 @@ def plan_retention(
             kept.update(_kept_by_grid(rule, timed, anchor))
     destroy = tuple(s for s, _ in timed if s.guid not in kept and s.guid not in protected)
     return Retention(destroy, protected)
+
+
+def protect_unasked(snapshots: Sequence[SnapRef], label: str, cursor: int | None) -> dict[int, str]:
+    """What a primary keeps for a replica it could not ask: everything that could be its base.
+
+    `cursor` is the order (createtxg) of the replica's replication cursor, the
+    bookmark the primary moved to the last step that replica confirmed (OpenZFS
+    only; None where there is none). The replica holds that snapshot (a hold on
+    OpenZFS, its own rule everywhere) and only ever moves forward from it, so its
+    newest common snapshot is the cursor's snapshot or a newer one: those stay.
+    Without a cursor any snapshot could be its base, and every one stays.
+    """
+    reason = f"{label} could not be asked: it may still be its base"
+    return {s.guid: reason for s in snapshots if cursor is None or s.order >= cursor}
+
+
+def admit_prune(
+    retention: Retention, requested: Sequence[SnapRef], owned: Sequence[SnapRef], label: str
+) -> None:
+    """The receiver's check of a peer's prune request (raise NotAdmitted, change nothing).
+
+    `retention` is the receiver's own decision over its own snapshots (`owned`),
+    listed now under its volume lock; a peer may ask to destroy only what that
+    decision destroys too. The first refused snapshot is named with the reason.
+    """
+    allowed = {s.guid for s in retention.destroy}
+    by_guid = {s.guid: s for s in owned}
+    for ref in requested:
+        if ref.guid in allowed:
+            continue
+        snap = by_guid.get(ref.guid)
+        if snap is None:
+            why = "it has no such snapshot"
+        elif ref.guid in retention.protected:
+            why = f"it is {retention.protected[ref.guid]}"
+        elif not is_own(snap.name):
+            why = "zflock did not take it"
+        else:
+            why = "its keep rules keep it"
+        name = snap.name if snap is not None else ref.name
+        raise PruneRefused(
+            f"refusing to prune {label}@{name} (guid {ref.guid}): {why}; nothing was destroyed"
+        )

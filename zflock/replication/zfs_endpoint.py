@@ -25,9 +25,12 @@ from zflock.cluster.ownership import (
     ownership_properties,
 )
 from zflock.errors import ZflockError
+from zflock.replication import zfs_prune
 from zflock.replication.admit import admit_cleanup, admit_receive
 from zflock.replication.endpoint import (
     Cleanup,
+    PruneAnswer,
+    PruneRequest,
     ReceiveResult,
     ReplicaModified,
     SourceIdentity,
@@ -130,6 +133,19 @@ class ZfsSender:
             )
         async with stream as s:
             yield s.__aiter__()
+
+    # -- pruning (pruning.py decides; zfs_prune.py executes) ---------------------------
+
+    async def cursors(self) -> dict[str, int]:
+        return await zfs_prune.cursors(self.zfs, self.dataset)
+
+    async def move_cursor(self, peer: str, to: SnapRef) -> bool:
+        return await zfs_prune.move_cursor(self.zfs, self.dataset, peer, to)
+
+    async def destroy_snapshots(self, refs: list[SnapRef]) -> list[SnapRef]:
+        return await zfs_prune.destroy_snapshots(
+            self.zfs, self.dataset, refs, release_base_hold=True
+        )
 
 
 class ZfsReceiver:
@@ -332,6 +348,13 @@ class ZfsReceiver:
             guid=newest.guid if newest else None,
             bytes=received,
         )
+
+    async def prune(self, source: SourceIdentity, request: PruneRequest) -> PruneAnswer:
+        """Prune this replica as a peer asks, if its own decision agrees (the agent holds
+        the volume lock); checked like a receive first (zfs_prune.prune_replica)."""
+        await self._check(source, may_be_absent=False)
+        info = await self.state()
+        return await zfs_prune.prune_replica(self.zfs, self.dataset, info, source.node, request)
 
     async def _stamp(self, source: SourceIdentity) -> None:
         """Mark the copy a read-only, unmounted replica of the sender's volume and epoch."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.model import SnapRef
+from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned
 from zflock.rpc.schedule_messages import ScheduleList
 
 
@@ -371,4 +372,5 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "release_name": (ReleaseName, Empty),
     "set_policy": (SetPolicy, PolicyInfo),
     "schedules": (Empty, ScheduleList),  # rpc/schedule_messages.py
+    "prune_replica": (PruneReplica, ReplicaPruned),  # rpc/prune_messages.py
 }

@@ -13,6 +13,8 @@ import asyncssh
 
 from zflock.replication.endpoint import (
     Cleanup,
+    PruneAnswer,
+    PruneRequest,
     ReceiveResult,
     ReplicaModified,
     SourceIdentity,
@@ -23,6 +25,7 @@ from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient, request
 from zflock.rpc.errors import NodeUnreachable, RemoteError
 from zflock.rpc.framing import write_message
+from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned
 
 
 def replica_state(info: ReplicaInfo, *, resume_supported: bool) -> m.ReplicaState:
@@ -56,6 +59,28 @@ def replica_info(state: m.ReplicaState, label: str) -> ReplicaInfo:
     )
 
 
+def prune_request(args: PruneReplica) -> PruneRequest:
+    return PruneRequest(
+        keep=args.keep,
+        now=args.now,
+        source_snapshots=list(args.source_snapshots),
+        destroy=list(args.destroy),
+    )
+
+
+def replica_pruned(answer: PruneAnswer) -> ReplicaPruned:
+    """The receiver's answer on the wire (prune_answer is the way back)."""
+    return ReplicaPruned(
+        destroyed=list(answer.destroyed), snapshots=list(answer.snapshots), held=answer.held
+    )
+
+
+def prune_answer(pruned: ReplicaPruned) -> PruneAnswer:
+    return PruneAnswer(
+        destroyed=list(pruned.destroyed), snapshots=list(pruned.snapshots), held=pruned.held
+    )
+
+
 class RemoteReceiver:
     def __init__(self, client: AgentClient, volume: str) -> None:
         self.client = client
@@ -69,6 +94,18 @@ class RemoteReceiver:
 
     async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None:
         await self.client.call("prepare_replica", m.PrepareReplica(source=source, cleanup=cleanup))
+
+    async def prune(self, source: SourceIdentity, request: PruneRequest) -> PruneAnswer:
+        """Ask the replica to prune itself (`prune_replica`); it decides from its own state."""
+        args = PruneReplica(
+            source=source,
+            keep=request.keep,
+            now=request.now,
+            source_snapshots=list(request.source_snapshots),
+            destroy=list(request.destroy),
+        )
+        pruned: ReplicaPruned = await self.client.call("prune_replica", args)
+        return prune_answer(pruned)
 
     async def receive(
         self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
