@@ -18,26 +18,23 @@ import asyncssh
 
 from zflock import __version__
 from zflock.agent.jobs import Job, Jobs
+from zflock.agent.link import LinkResult, LinkServices, ReplicationLink
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.moves import Moves
 from zflock.agent.names import Names
-from zflock.agent.observing import copies_listed, failure_reason, stale_copy
+from zflock.agent.observing import copies_listed
 from zflock.agent.policies import Policies
 from zflock.agent.prune_replica import ReplicaPruning
 from zflock.agent.volumes import Volumes
-from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory, validate_node_name
-from zflock.errors import UsageError, ZflockError
-from zflock.events import NO_OBSERVER, Observer, ReplicationFailed, ReplicationFinished
+from zflock.cluster.config import AgentConfig, load_inventory, validate_node_name
+from zflock.errors import UsageError
+from zflock.events import NO_OBSERVER, Observer
 from zflock.move.endpoint import PromoteRequest, Promotion
-from zflock.replication.driver import StepProgress, replicate
-from zflock.replication.endpoint import SourceIdentity
-from zflock.replication.model import PlanOptions
-from zflock.replication.plan import plan_replication, with_pending_snapshot
-from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
+from zflock.replication.zfs_endpoint import ZfsReceiver
 from zflock.rpc import messages as m
-from zflock.rpc.client import WINDOW, AgentClient
+from zflock.rpc.client import WINDOW
 from zflock.rpc.framing import PROTOCOL_VERSION
-from zflock.rpc.replica import RemoteReceiver, replica_state
+from zflock.rpc.replica import replica_state
 from zflock.zfs import Zfs, validate_component
 
 log = logging.getLogger("zflock.agent")
@@ -72,9 +69,9 @@ class Handlers:
         self.started = time.monotonic()
         self.running = 0  # operations in flight, for node_info and shutdown
         self.peer_key: asyncssh.SSHKey | None = None  # our host key, our identity to peers
-        self.moves = Moves(
-            config, zfs, locks, self.volumes, self.jobs, lambda: self.peer_key, observer
-        )
+        # Every stream to a peer goes through a ReplicationLink built on these.
+        self.links = LinkServices(config, zfs, self.volumes, lambda: self.peer_key, observer)
+        self.moves = Moves(self.links, locks, self.jobs)
         self.names = Names(config, zfs, self.volumes, locks, lambda: self.peer_key)
         self.policies = Policies(config, zfs, self.volumes, locks)
 
@@ -200,83 +197,17 @@ class Handlers:
         await self.locks.acquire(name, f"replicate to {target}", wait=args.wait)
         job = Job(kind="replicate", volume=name, node=self.config.node, target=target)
 
+        link = ReplicationLink(name, peer, self.links)
+
         async def run(job: Job) -> m.ReplicationReport:
             try:
-                return await self._replicate(job, name, peer, args.force_rollback)
-            except BaseException as exc:
-                self.observer.emit(ReplicationFailed(name, target, failure_reason(exc)))
-                if (stale := stale_copy(name, exc)) is not None:
-                    self.observer.emit(stale)
-                raise
+                result = await link.cycle(job=job, force_rollback=args.force_rollback)
+                return replication_report(result, self.config.node)
             finally:
                 self.locks.release(name)
 
         self.jobs.start(job, run)
         return await self.jobs.follow(job, call.send_event)
-
-    async def _replicate(
-        self, job: Job, name: str, peer: NodeEntry, force_rollback: bool
-    ) -> m.ReplicationReport:
-        started = time.monotonic()
-        sender = ZfsSender(self.zfs, self.config.dataset(name), self.config.node)
-        ownership = await sender.ownership()
-        if not ownership.is_primary:
-            raise ZflockError(
-                f"node {self.config.node} holds a {ownership.role} of {name}; "
-                "replicate from its primary"
-            )
-        identity = SourceIdentity.of(name, ownership, self.config.node)
-        if self.peer_key is None:
-            raise ZflockError("agent has no key to talk to peers")
-        async with AgentClient(peer, self.peer_key) as client:
-            receiver = RemoteReceiver(client, name)
-            destination = await receiver.state()  # also learns whether the peer can resume
-            local = await self.zfs.capabilities()
-            options = PlanOptions(
-                force_rollback=force_rollback,
-                resume_supported=local.resume_tokens and receiver.resume_supported,
-            )
-            # Plan once as if the snapshot below were taken, so that a conflict
-            # is found before anything changes: a refused replication leaves
-            # both sides exactly as they were.
-            plan_replication(with_pending_snapshot(await sender.source()), destination, options)
-            job.step = "snapshot"
-            snap = await self.volumes.snapshot(name)
-
-            def report(p: StepProgress) -> None:
-                job.progress(p.step, p.bytes, p.total, p.rate)
-
-            outcome = await replicate(sender, receiver, identity, options, report)
-        self.observer.emit(
-            ReplicationFinished(
-                volume=name, peer=peer.name, bytes=outcome.bytes,
-                seconds=time.monotonic() - started,
-                stream_seconds=sum(s.seconds for s in outcome.steps),
-                snapshot_time=snap.creation, finished_at=time.time(),
-            )
-        )  # fmt: skip
-        steps = [
-            m.StepReport(
-                kind=s.header.kind,
-                snapshot=s.header.to.name if s.header.to else None,
-                base=s.header.base.name if s.header.base else None,
-                bytes=s.result.bytes,
-                seconds=round(s.seconds, 3),
-            )
-            for s in outcome.steps
-        ]
-        return m.ReplicationReport(
-            volume=name,
-            source=self.config.node,
-            destination=peer.name,
-            snapshot=snap.snapshot,
-            guid=snap.guid,
-            up_to_date=outcome.up_to_date,
-            steps=steps,
-            bytes=outcome.bytes,
-            seconds=round(time.monotonic() - started, 3),
-            warnings=outcome.warnings,
-        )
 
     # -- moves (zflock/agent/moves.py) ----------------------------------------------------
 
@@ -292,3 +223,30 @@ class Handlers:
 
     async def list_jobs(self, args: m.Empty, call: Call) -> m.JobList:
         return m.JobList(jobs=[j.info() for j in self.jobs.all()])
+
+
+def replication_report(result: LinkResult, source: str) -> m.ReplicationReport:
+    """A cycle's result on the wire, for the client that asked for it."""
+    outcome = result.outcome
+    steps = [
+        m.StepReport(
+            kind=s.header.kind,
+            snapshot=s.header.to.name if s.header.to else None,
+            base=s.header.base.name if s.header.base else None,
+            bytes=s.result.bytes,
+            seconds=round(s.seconds, 3),
+        )
+        for s in outcome.steps
+    ]
+    return m.ReplicationReport(
+        volume=result.volume,
+        source=source,
+        destination=result.peer,
+        snapshot=result.snapshot.snapshot,
+        guid=result.snapshot.guid,
+        up_to_date=outcome.up_to_date,
+        steps=steps,
+        bytes=outcome.bytes,
+        seconds=round(result.seconds, 3),
+        warnings=outcome.warnings,
+    )
