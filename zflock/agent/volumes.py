@@ -29,6 +29,7 @@ from zflock.errors import ZflockError
 from zflock.move.marker import PROP_MOVE
 from zflock.replication.naming import parse_snapshot_name, snapshot_name
 from zflock.replication.policy import POLICY_PROPERTIES
+from zflock.replication.zfs_prune import release_base_holds
 from zflock.rpc.messages import Destroyed, SnapshotInfo, VolumeInfo
 from zflock.zfs import (
     Dataset,
@@ -217,6 +218,7 @@ class Volumes:
             # a failing unmount is the clearest sign that a process holds it.
             if await self.zfs.is_mounted(dataset):
                 await self.zfs.unmount(dataset)
+            await release_base_holds(self.zfs, dataset)  # a replica's base (OpenZFS)
             await self.zfs.destroy(dataset, recursive=True)
         except DatasetBusy:
             raise ZflockError(

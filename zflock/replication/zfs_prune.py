@@ -153,3 +153,12 @@ async def prune_replica(
     destroyed = await destroy_snapshots(zfs, dataset, request.destroy, release_base_hold=False)
     after = [_ref(s) for s in await zfs.list_snapshots(dataset)]
     return PruneAnswer(destroyed=destroyed, snapshots=after, held=held)
+
+
+async def release_base_holds(zfs: Zfs, dataset: str) -> None:
+    """Release our `zflock-base` holds on the dataset's snapshots (before destroying the
+    whole copy: `zfs destroy -r` refuses held snapshots). Others' holds stay."""
+    if not (await zfs.capabilities()).holds:
+        return
+    for name in await zfs.held(dataset, BASE_HOLD):
+        await zfs.release(f"{dataset}@{name}", BASE_HOLD)
