@@ -93,6 +93,7 @@ class LinkResult:
     snapshot: SnapshotInfo
     outcome: Outcome
     seconds: float  # connect (if the cycle connected) to the end of the prune step
+    pruned: PruneReport | None = None
 
 
 class ReplicationLink:
@@ -237,8 +238,10 @@ class ReplicationLink:
             watcher = FanOut([job, watcher])
         snap = await self.services.volumes.snapshot(self.volume)
         outcome = await self.replicate(watcher, force_rollback=force_rollback)
-        await self.prune()
+        if job is not None:
+            job.step = "prune"
+        pruned = await self.prune()
         return LinkResult(
             volume=self.volume, peer=self.peer.name, snapshot=snap, outcome=outcome,
-            seconds=time.monotonic() - started,
+            seconds=time.monotonic() - started, pruned=pruned,
         )  # fmt: skip
