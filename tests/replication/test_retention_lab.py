@@ -4,7 +4,8 @@
   rules say on the primary and on the replica, never the common base, leave an
   operator's snapshot alone, and every later sync is still an incremental. On
   OpenZFS (the lab on kernel ZFS, tests/openzfs-vm) the replica's base also
-  carries the `zflock-base` hold and the primary's cursor bookmark marks it.
+  carries the `zflock-base` hold and the primary's cursor bookmark marks it;
+  the replica's copy can still be destroyed (the hold is released first).
 - A replica's agent refuses a `prune_replica` request, sent directly over the
   RPC client as a buggy or stale peer would, that would destroy its newest
   common snapshot with the primary (or anything its own rules keep), and
@@ -78,6 +79,10 @@ def test_repeated_syncs_keep_what_the_rules_say_on_both_sides(agent_lab: AgentLa
                              "-r", src)  # fmt: skip
         guid = lab.zget("node1", f"{src}@{base}", "guid")["guid"]
         assert f"{src}#zflock-cursor-node2\t{guid}" in marks.stdout, marks.stdout
+    # The replica's copy can still be destroyed (its base hold is released first).
+    r = lab.cli("destroy", "kept", "--node", "node2", "--force")
+    assert r.returncode == 0, r.stderr
+    assert not lab.snapshot_guids("node2", lab.ds("node2", "kept"))
 
 
 async def prune(lab: AgentLab, volume: str, request: PruneRequest) -> None:
