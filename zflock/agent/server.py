@@ -31,6 +31,7 @@ from zflock.agent.locks import VolumeLocks
 from zflock.agent.metrics import Metrics, MetricsError, MetricsServer
 from zflock.agent.notify import sd_notify
 from zflock.agent.observing import ObservedRunner
+from zflock.agent.selffence import SelfFence
 from zflock.cluster.config import AgentConfig
 from zflock.errors import UsageError, ZflockError
 from zflock.events import NO_OBSERVER, AgentStarted, FanOut, Observer
@@ -144,6 +145,11 @@ class Agent:
         self._ops = self.handlers.table()
         self.docker = DockerPlugin(config, self.handlers)
         self._ops.update(self.docker.operations())
+        # The majority lease and self-fencing (agent/selffence.py, docs/failover.md).
+        self.selffence = SelfFence(
+            config, self.zfs, self.locks, self.handlers.volumes, lambda: self.handlers.peer_key
+        )
+        self._ops.update(self.selffence.operations())
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -195,6 +201,8 @@ class Agent:
             self.config.node,
             self.config.pool_root,
         )
+        # Before anything else that acts on volumes: ping peers, compare epochs.
+        self.selffence.start()
         await self.docker.start()
         self._serve_metrics()
         # A move cut short by a crash left a marker on the source: finish or undo it.
@@ -230,6 +238,7 @@ class Agent:
 
     async def shutdown(self) -> None:
         sd_notify("STOPPING=1")
+        await self.selffence.stop()
         running = {*self._tasks, *self.handlers.jobs.tasks()}
         log.info("stopping: %d operation(s) running", len(running))
         if self._server is not None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from zflock.agent.policies import policy_view
 from zflock.cluster.config import AgentConfig
+from zflock.cluster.lease import PROP_FENCED
 from zflock.cluster.ownership import (
     PROP_SEQ,
     PROP_STALE,
@@ -54,6 +55,7 @@ LIST_PROPERTIES = (
     "quota",
     PROP_MOVE,
     PROP_STALE,
+    PROP_FENCED,
 )
 
 
@@ -154,6 +156,7 @@ class Volumes:
             latest_snapshot_time=parse_int(latest.properties.get("creation")) if latest else None,
             move=p.get(PROP_MOVE) or None,
             stale=p.get(PROP_STALE) or None,
+            fenced=p.get(PROP_FENCED) or None,
             policy=policy,
             policy_error=policy_error,
         )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zflock.cluster.lease import SELF_FENCE_MAX, SELF_FENCE_MIN
 from zflock.errors import UsageError
 
 DEFAULT_AGENT_CONFIG = Path("/etc/zflock/agent.toml")
@@ -114,6 +115,15 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True)
+class FailoverConfig:
+    """`[failover]`: self-fencing of an isolated primary (docs/failover.md)."""
+
+    # A primary that cannot reach a majority of the inventory's nodes for this
+    # long fences itself. Bounds in zflock.cluster.lease (SELF_FENCE_MIN/MAX).
+    self_fence_after: float = 30.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     node: str
     pool_root: str
@@ -132,6 +142,7 @@ class AgentConfig:
     hooks: HookConfig = field(default_factory=HookConfig)
     volume_hooks: Mapping[str, HookConfig] = field(default_factory=dict)
     deadlines: MoveDeadlines = field(default_factory=MoveDeadlines)
+    failover: FailoverConfig = field(default_factory=FailoverConfig)
     # The Docker volume plugin (docs/docker.md): on by default, root-only socket.
     docker_plugin: bool = True
     docker_socket: Path = DEFAULT_DOCKER_SOCKET
@@ -302,6 +313,17 @@ def _replication(path: Path, table: Mapping[str, Any]) -> ReplicationConfig:
     return config
 
 
+def _failover(path: Path, table: Mapping[str, Any]) -> FailoverConfig:
+    r = _Reader(path, table, "failover.")
+    after = r.get("self_fence_after", float, FailoverConfig.self_fence_after)
+    if not SELF_FENCE_MIN <= after <= SELF_FENCE_MAX:
+        raise r.error(
+            "self_fence_after", f"must be {SELF_FENCE_MIN:g}-{SELF_FENCE_MAX:g} s, got {after:g}"
+        )
+    r.finish()
+    return FailoverConfig(self_fence_after=after)
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else (base.parent / p)
@@ -357,6 +379,7 @@ def load_agent_config(path: Path = DEFAULT_AGENT_CONFIG) -> AgentConfig:
         hooks=_hooks(path, hooks_table, "hooks."),
         volume_hooks=volume_hooks,
         deadlines=_deadlines(path, r.get("deadlines", dict, {})),
+        failover=_failover(path, r.get("failover", dict, {})),
         metrics=_metrics(path, r.get("metrics", dict, {})),
         docker_plugin=r.get("docker_plugin", bool, True),
         docker_socket=_resolve(path, r.get("docker_socket", str, str(DEFAULT_DOCKER_SOCKET))),

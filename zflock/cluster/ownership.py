@@ -38,7 +38,8 @@ ROLE_REPLICA = "replica"
 ROLES = (ROLE_PRIMARY, ROLE_REPLICA)
 
 PROP_STALE = "zflock:stale"
-StaleReason = Literal["superseded", "higher-epoch", "unreadable"]
+# failed-over: a primary cut off while a failover promoted another copy (docs/failover.md).
+StaleReason = Literal["superseded", "higher-epoch", "failed-over", "unreadable"]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -120,10 +121,12 @@ class Stale:
         why = {
             "superseded": "a later move superseded its move",
             "higher-epoch": "another node reports a higher epoch",
+            "failed-over": "another copy was promoted while this one was cut off; "
+            "its writes since are in its zflock-diverged snapshot",
             "unreadable": "its zflock:stale value is damaged",
         }[self.reason]
-        move = f" {self.move_id}" if self.move_id else ""
-        return f"stale: lost to epoch {self.epoch} ({why}; move{move})"
+        move = f"; move {self.move_id}" if self.move_id else ""
+        return f"stale: lost to epoch {self.epoch} ({why}{move})"
 
 
 def parse_stale(value: str | None) -> Stale | None:
@@ -133,6 +136,7 @@ def parse_stale(value: str | None) -> Stale | None:
         return None
     epoch, _, rest = value.partition("/")
     reason, _, move_id = rest.partition("/")
-    if not epoch.isdigit() or reason not in ("superseded", "higher-epoch"):
-        return Stale(0, "unreadable", "")
-    return Stale(int(epoch), "superseded" if reason == "superseded" else "higher-epoch", move_id)
+    for known in ("superseded", "higher-epoch", "failed-over"):
+        if epoch.isdigit() and reason == known:
+            return Stale(int(epoch), known, move_id)
+    return Stale(0, "unreadable", "")

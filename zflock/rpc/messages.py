@@ -15,6 +15,7 @@ from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.model import SnapRef
 from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned
 from zflock.rpc.schedule_messages import ScheduleList
+from zflock.rpc.selffence_messages import LeaseStatus, Ping, Pong, Rejoin, RejoinReport
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class VolumeInfo:
     latest_snapshot_time: int | None  # unix seconds
     move: str | None = None  # zflock:move: a cutover in progress (docs/move.md)
     stale: str | None = None  # zflock:stale: a stale copy, <epoch>/<reason>/<move id>
+    fenced: str | None = None  # zflock:fenced: a self-fenced primary, <reason>/<unix time>
     # The replication policy stored on this copy (docs/configuration.md), or
     # why it cannot be read (a damaged policy is shown, never taken for none).
     policy: PolicyInfo | None = None
@@ -373,4 +375,7 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "set_policy": (SetPolicy, PolicyInfo),
     "schedules": (Empty, ScheduleList),  # rpc/schedule_messages.py
     "prune_replica": (PruneReplica, ReplicaPruned),  # rpc/prune_messages.py
+    "ping": (Ping, Pong),  # rpc/selffence_messages.py
+    "lease_status": (Empty, LeaseStatus),
+    "rejoin": (Rejoin, RejoinReport),
 }

@@ -1,0 +1,423 @@
+"""Self-fencing: the agent's majority lease, and what it does to its primaries by it.
+
+The decisions are pure (zflock/cluster/lease.py); this is the loop around them:
+
+* one pinger per other inventory node: a `ping` (no ZFS, over a kept SSH
+  connection) every `Timing.interval` seconds, each with `Timing.deadline`;
+  the time each answered ping was sent and answered is recorded;
+* the watcher: after the first round of pings (bounded), it compares epochs
+  with every node for this node's primaries ("the returning primary", before
+  anything else it does), then every half interval evaluates the lease and
+  acts on each copy: fence, unfence, or mark stale.
+
+**Fence** (`no majority` for `self_fence_after` seconds, or no majority at all at
+start): `zflock:fenced` and `readonly=on` first -- so that a slow stop hook cannot
+stretch the bound the failover relies on -- then the volume's pre-cutover (stop)
+hook, `canmount=noauto`, unmount. The copy stays role `primary`; nothing else
+changes. Re-applied on every tick while due: a move that rolls back cannot leave
+it writable.
+
+**Unfence** only with a majority answering again *and* every inventory node
+having listed its copies with no higher epoch for the volume: `readonly=off`,
+`canmount=on`, mount, then the label is cleared, then the rollback hooks (restart
+the consumer, as after a rolled-back move).
+
+**Stale** (a higher epoch elsewhere: a failover promoted another copy): fenced
+first if it was not, then a snapshot `zflock-diverged-<time>` keeps every write
+it took since it was cut off (zflock never prunes it: not its own snapshot
+name; only `zflock rejoin --discard-diverged` destroys it), then it is marked
+stale (`zflock:stale=<epoch>/failed-over/`, role `replica`) like the source of a
+superseded move.
+
+`SelfFence.unreachable_for(node)` is what `zflock failover` asks the target about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncssh
+
+from zflock.agent.hooks import HookFailed, run_hooks
+from zflock.agent.locks import VolumeLocks
+from zflock.agent.volumes import Volumes
+from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory
+from zflock.cluster.lease import (
+    PROP_FENCED,
+    Comparison,
+    Contacts,
+    Decision,
+    Fenced,
+    FenceReason,
+    Lease,
+    LocalCopy,
+    Timing,
+    decide,
+    decide_at_start,
+    diverged_name,
+    evaluate,
+    parse_fenced,
+)
+from zflock.cluster.lease import unreachable_for as _unreachable_for
+from zflock.cluster.ownership import PROP_ROLE, PROP_STALE, ROLE_REPLICA, Stale
+from zflock.errors import ZflockError
+from zflock.move.marker import PROP_MOVE, PROP_PROMOTED_BY
+from zflock.rpc import messages as m
+from zflock.rpc.client import AgentClient
+from zflock.rpc.selffence_messages import LeaseStatus, Ping, Pong, Unreachable
+from zflock.zfs import DatasetBusy, Zfs
+
+log = logging.getLogger("zflock.agent.selffence")
+# How long a fence waits for the volume's lock before fencing without it (a long
+# replication or move holds it; making a copy read-only is always safe).
+LOCK_WAIT = 2.0
+
+
+class SelfFence:
+    """The lease and its actions for one agent (module docstring)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        zfs: Zfs,
+        locks: VolumeLocks,
+        volumes: Volumes,
+        peer_key: Callable[[], asyncssh.SSHKey | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.zfs = zfs
+        self.locks = locks
+        self.volumes = volumes
+        self._peer_key = peer_key
+        self._clock = clock
+        self.timing = Timing(config.failover.self_fence_after)
+        self.me = config.node
+        self._started = clock()
+        self._contact: dict[str, float] = {}
+        self._heard: dict[str, float] = {}
+        self._nodes: frozenset[str] = frozenset({self.me})
+        self._entries: dict[str, NodeEntry] = {}
+        self._pingers: dict[str, asyncio.Task[None]] = {}
+        self._first_round: dict[str, asyncio.Event] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._unconfirmed: set[str] = set()  # writable primaries not yet compared with all
+        self.fenced: set[str] = set()  # volumes this node holds fenced (or stale, this run)
+        self.ready = asyncio.Event()  # set once the start-up comparison was made
+
+    # -- what others ask ---------------------------------------------------------------
+
+    def operations(self) -> dict[str, Callable[[Any, Any], Any]]:
+        return {"ping": self.ping, "lease_status": self.lease_status}
+
+    async def ping(self, args: Ping, call: Any) -> Pong:
+        # A ping from a peer proves contact as it arrives (cluster/lease.py): counted
+        # only from that node's own address, so no other client can extend the lease.
+        entry = self._entries.get(args.node)
+        if entry is not None and getattr(call, "peer", None) == entry.address:
+            self._saw(args.node, self._clock(), self._clock())
+        return Pong(node=self.me)
+
+    def _saw(self, node: str, contact: float, heard: float) -> None:
+        self._contact[node] = max(self._contact.get(node, contact), contact)
+        self._heard[node] = max(self._heard.get(node, heard), heard)
+
+    def contacts(self) -> Contacts:
+        return Contacts(
+            me=self.me, nodes=self._nodes, started=self._started,
+            contact=dict(self._contact), heard=dict(self._heard),
+        )  # fmt: skip
+
+    def lease(self) -> Lease:
+        return evaluate(self.contacts(), self.timing, self._clock())
+
+    @property
+    def self_fence_after(self) -> float:
+        return self.timing.self_fence_after
+
+    def unreachable_for(self, node: str) -> float | None:
+        """Seconds since this agent last had an answer from `node` (since it started
+        pinging, if never); None when `node` answers now."""
+        return _unreachable_for(self.contacts(), self.timing, node, self._clock())
+
+    async def lease_status(self, args: m.Empty, call: object) -> LeaseStatus:
+        now = self._clock()
+        lease = self.lease()
+        lost = None if lease.held else (-1.0 if lease.since is None else lease.lost_for(now))
+        peers = [Unreachable(n, self.unreachable_for(n)) for n in sorted(self._nodes - {self.me})]
+        return LeaseStatus(
+            node=self.me, active=lease.active, held=lease.held, lost_for=lost,
+            self_fence_after=self.self_fence_after, margin=self.timing.margin, peers=peers,
+            fenced=sorted(self.fenced),
+        )  # fmt: skip
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._started = self._clock()
+        self._reload_inventory()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="selffence")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._watcher, *self._pingers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    def _reload_inventory(self) -> None:
+        try:
+            inventory = load_inventory(self.config.cluster)
+        except ZflockError as exc:
+            log.error("self-fencing cannot read the inventory: %s", exc)
+            return  # keep the last one: the lease goes on with what it knew
+        self._entries = {n: e for n, e in inventory.nodes.items() if n != self.me}
+        self._nodes = frozenset(inventory.nodes) | {self.me}
+        for node, task in list(self._pingers.items()):
+            if node not in self._entries:
+                task.cancel()
+                del self._pingers[node]
+        loop = asyncio.get_running_loop()
+        for node in self._entries:
+            if node not in self._pingers:
+                self._first_round.setdefault(node, asyncio.Event())
+                self._pingers[node] = loop.create_task(self._pinger(node), name=f"ping {node}")
+
+    # -- pinging -----------------------------------------------------------------------
+
+    async def _pinger(self, node: str) -> None:
+        client: AgentClient | None = None
+        try:
+            while True:
+                sent = self._clock()
+                try:
+                    async with asyncio.timeout(self.timing.deadline):
+                        if client is None:
+                            key = self._peer_key()
+                            if key is None:
+                                raise ZflockError("no key to talk to peers yet")
+                            client = AgentClient(
+                                self._entries[node], key, timeout=self.timing.deadline
+                            )
+                            await client.connect()
+                        await client.call("ping", Ping(node=self.me))
+                    self._saw(node, sent, self._clock())
+                except (ZflockError, TimeoutError, OSError, asyncssh.Error, KeyError) as exc:
+                    log.debug("ping %s: %s", node, exc)
+                    if client is not None:
+                        await _close(client)
+                        client = None
+                self._first_round[node].set()
+                await asyncio.sleep(max(0.0, sent + self.timing.interval - self._clock()))
+        finally:
+            if client is not None:
+                await _close(client)
+
+    async def _first_round_done(self) -> None:
+        """Every pinger has had one answer or one failure (each bounded by its deadline)."""
+        events = [self._first_round[n] for n in self._entries if n in self._first_round]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2 * self.timing.deadline + 1):
+                await asyncio.gather(*(e.wait() for e in events))
+
+    # -- watching ----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        await self._first_round_done()
+        await self._guarded(self._start_check)
+        self.ready.set()
+        tick = min(self.timing.interval / 2, 1.0)
+        while True:
+            await asyncio.sleep(tick)
+            self._reload_inventory()
+            await self._guarded(self._tick)
+
+    async def _guarded(self, step: Callable[[], Any]) -> None:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A watcher that died would leave primaries unfenced for good: log, go on.
+            log.exception("self-fencing step failed; retrying on the next tick")
+
+    async def _copies(self) -> list[tuple[LocalCopy, m.VolumeInfo]]:
+        found = []
+        for info in await self.volumes.list():
+            copy = LocalCopy(
+                name=info.name, volume_id=info.id, epoch=info.epoch, role=info.role,
+                fenced=parse_fenced(info.fenced),
+                moving=bool(info.move), stale=bool(info.stale),
+            )  # fmt: skip
+            found.append((copy, info))
+        return found
+
+    async def _compare(self, names: list[str]) -> Comparison:
+        """Ask every other node for its copies of `names`: the highest epoch per volume id."""
+        key = self._peer_key()
+        deadline = max(self.timing.deadline, 2.0)
+
+        async def ask(entry: NodeEntry) -> tuple[str, list[m.VolumeInfo]] | None:
+            if key is None:
+                return None
+            try:
+                async with asyncio.timeout(deadline):
+                    async with AgentClient(entry, key, timeout=deadline) as client:
+                        found: m.VolumeList = await client.call(
+                            "list_volumes", m.ListVolumes(names=names)
+                        )
+            except (ZflockError, TimeoutError, OSError, asyncssh.Error):
+                return None
+            return entry.name, found.volumes
+
+        answers = await asyncio.gather(*(ask(e) for e in self._entries.values()))
+        epochs: dict[str, int] = {}
+        answered = set()
+        for answer in answers:
+            if answer is None:
+                continue
+            answered.add(answer[0])
+            for copy in answer[1]:
+                epochs[copy.id] = max(epochs.get(copy.id, 0), copy.epoch)
+        return Comparison(answered=frozenset(answered), epochs=epochs)
+
+    async def _start_check(self) -> None:
+        """The returning primary: before anything else, compare epochs with every node."""
+        copies = await self._copies()
+        primaries = [c.name for c, _ in copies if c.role == "primary" and not c.moving]
+        comparison = await self._compare(primaries) if primaries else None
+        lease = self.lease()
+        for copy, info in copies:
+            decision = decide_at_start(copy, lease, comparison, self._nodes, self.me)
+            await self._act(copy, info, decision)
+            if copy.role == "primary" and not copy.moving and decision.action == "keep":
+                if comparison is None or not comparison.complete(self._nodes, self.me):
+                    self._unconfirmed.add(copy.name)
+
+    async def _tick(self) -> None:
+        lease = self.lease()
+        if not (lease.fence_due or self.fenced or (self._unconfirmed and lease.held)):
+            return  # the lease is held (or not yet due) and nothing waits: no ZFS at all
+        copies = await self._copies()
+        names = [c.name for c, _ in copies if c.name in self.fenced | self._unconfirmed]
+        comparison = await self._compare(names) if names and lease.held else None
+        for copy, info in copies:
+            decision = decide(copy, lease, comparison, self._nodes, self.me)
+            await self._act(copy, info, decision)
+            if comparison is not None and comparison.complete(self._nodes, self.me):
+                self._unconfirmed.discard(copy.name)
+        present = {c.name for c, _ in copies}
+        self.fenced &= present
+        self._unconfirmed &= present
+
+    # -- acting ------------------------------------------------------------------------
+
+    async def _act(self, copy: LocalCopy, info: m.VolumeInfo, decision: Decision) -> None:
+        if decision.action == "fence":
+            await self._locked(copy.name, lambda: self._fence(copy, decision.fence_reason))
+        elif decision.action == "unfence":
+            await self._locked(copy.name, lambda: self._unfence(copy))
+        elif decision.action == "stale":
+            await self._locked(copy.name, lambda: self._stale(copy, info, decision.epoch))
+        elif copy.fenced is not None:
+            self.fenced.add(copy.name)
+            if not info.readonly or info.mounted:
+                # Still fenced, but something made it writable or mounted (a move that
+                # rolled back, an operator): fence again, without the hooks.
+                reason = copy.fenced.reason
+                await self._locked(copy.name, lambda: self._fence(copy, reason))
+
+    async def _locked(self, name: str, step: Callable[[], Any]) -> None:
+        try:
+            await asyncio.wait_for(self.locks.acquire(name, "self-fence", wait=True), LOCK_WAIT)
+        except TimeoutError:
+            log.warning("volume busy (%s); acting without its lock", self.locks.holder(name),
+                        extra={"volume": name})  # fmt: skip
+            await step()
+            return
+        try:
+            await step()
+        finally:
+            self.locks.release(name)
+
+    def _context(self, name: str, epoch: int, reason: str) -> dict[str, str]:
+        return {
+            "volume": name, "mountpoint": self.config.mountpoint(name), "source": self.me,
+            "destination": "", "epoch": str(epoch), "reason": reason,
+        }  # fmt: skip
+
+    async def _hooks(self, name: str, kind: str, epoch: int, reason: str) -> None:
+        hooks = self.config.hooks_for(name)
+        command = getattr(hooks, kind)
+        if not command:
+            return
+        try:
+            await run_hooks(kind, [command], self._context(name, epoch, reason), hooks.timeout)
+        except HookFailed as exc:
+            log.error("%s", exc, extra={"volume": name})
+
+    async def _fence(self, copy: LocalCopy, reason: FenceReason) -> None:
+        dataset = self.config.dataset(copy.name)
+        first = copy.fenced is None
+        label = copy.fenced or Fenced(reason, int(time.time()))
+        # readonly=on first: from this command on no write succeeds; the hook's time
+        # cannot stretch the bound `zflock failover` counts on.
+        await self.zfs.set(dataset, {PROP_FENCED: label.format(), "readonly": "on"})
+        self.fenced.add(copy.name)
+        if first:
+            log.warning("self-fenced: %s", label.describe(), extra={"volume": copy.name})
+            await self._hooks(copy.name, "pre_cutover", copy.epoch, f"self-fence: {reason}")
+        await self.zfs.set(dataset, {"canmount": "noauto"})
+        await self._unmount(dataset, copy.name)
+
+    async def _unmount(self, dataset: str, name: str) -> None:
+        try:
+            await self.zfs.unmount(dataset)
+        except DatasetBusy:
+            # Read-only already: a consumer that holds the mount cannot write. The next
+            # tick tries again.
+            log.warning("fenced, but still in use: stays mounted read-only for now",
+                        extra={"volume": name})  # fmt: skip
+
+    async def _unfence(self, copy: LocalCopy) -> None:
+        dataset = self.config.dataset(copy.name)
+        await self.zfs.set(dataset, {"readonly": "off", "canmount": "on"})
+        if not await self.zfs.is_mounted(dataset):
+            await self.zfs.mount(dataset)
+        await self.zfs.inherit(dataset, PROP_FENCED)  # last: a crash before it re-decides
+        self.fenced.discard(copy.name)
+        log.warning("unfenced: a majority answers and no node has a higher epoch",
+                    extra={"volume": copy.name})  # fmt: skip
+        await self._hooks(copy.name, "rollback", copy.epoch, "self-fence lifted")
+
+    async def _stale(self, copy: LocalCopy, info: m.VolumeInfo, epoch: int) -> None:
+        dataset = self.config.dataset(copy.name)
+        if copy.fenced is None:
+            await self._fence(copy, "epoch-unknown")
+        # Taken after the fence: it holds every write this copy ever acknowledged.
+        snap = await self.zfs.snapshot(dataset, diverged_name(datetime.now(UTC)))
+        stale = Stale(epoch, "failed-over", "")
+        await self.zfs.set(
+            dataset, {PROP_STALE: stale.format(), PROP_ROLE: ROLE_REPLICA, "readonly": "on"}
+        )
+        await self.zfs.set(dataset, {"canmount": "noauto"})
+        await self.zfs.inherit(dataset, PROP_PROMOTED_BY)
+        await self.zfs.inherit(dataset, PROP_MOVE)
+        await self.zfs.inherit(dataset, PROP_FENCED)
+        self.fenced.discard(copy.name)
+        self._unconfirmed.discard(copy.name)
+        log.warning("%s; its writes since are kept in @%s", stale.describe(), snap.name,
+                    extra={"volume": copy.name})  # fmt: skip
+        await self._unmount(dataset, copy.name)
+
+
+async def _close(client: AgentClient) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await client.close()
