@@ -4,7 +4,7 @@ The policy lives on the primary's dataset as user properties
 (`replication/policy.py`); this module only reads them, applies the pure
 rules (parse, validate, merge, stop) and writes the result, under the
 volume's lock so it cannot interleave with a move or another change. The
-scheduler that acts on a stored policy is not built yet (issue 11).
+scheduler (agent/scheduler.py) acts on it; a move carries it (policy_to_carry).
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ from zflock.zfs import Zfs, validate_component
 
 if TYPE_CHECKING:  # volumes.py lists policies with policy_view below
     from zflock.agent.volumes import Volumes
+
+
+async def policy_to_carry(zfs: Zfs, dataset: str) -> dict[str, str]:
+    """The policy properties set on `dataset`, as a move carries them to the new
+    primary (PromoteRequest.policy; {} = none). Read under the volume's lock."""
+    props = await zfs.get(dataset, POLICY_PROPERTIES)
+    return {k: v for k, v in props.items() if v is not None and v not in ("", "-")}
 
 
 def policy_info(volume: str, node: str, policy: ReplicationPolicy | None) -> m.PolicyInfo:

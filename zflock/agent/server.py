@@ -31,6 +31,7 @@ from zflock.agent.locks import VolumeLocks
 from zflock.agent.metrics import Metrics, MetricsError, MetricsServer
 from zflock.agent.notify import sd_notify
 from zflock.agent.observing import ObservedRunner
+from zflock.agent.scheduler import Scheduler, handlers_link
 from zflock.agent.selffence import SelfFence
 from zflock.cluster.config import AgentConfig
 from zflock.errors import UsageError, ZflockError
@@ -150,6 +151,16 @@ class Agent:
             config, self.zfs, self.locks, self.handlers.volumes, lambda: self.handlers.peer_key
         )
         self._ops.update(self.selffence.operations())
+        # Continuous replication (agent/scheduler.py): reloads its policies after
+        # any operation that may change them.
+        self.scheduler = Scheduler(
+            config, self.handlers.volumes, self.locks, self.handlers.jobs,
+            handlers_link(self.handlers), self.observer,
+        )  # fmt: skip
+        self._ops["schedules"] = self.scheduler.schedules
+        for op in ("set_policy", "promote_replica", "resolve_move"):
+            self._ops[op] = self.scheduler.reloading(self._ops[op])
+        self._ops["move"] = self.scheduler.pausing(self._ops["move"])
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -207,6 +218,7 @@ class Agent:
         self._serve_metrics()
         # A move cut short by a crash left a marker on the source: finish or undo it.
         await self.handlers.moves.recover_all()
+        self.scheduler.start()
 
     def _serve_metrics(self) -> None:
         if self.metrics is None or self.config.metrics is None:
@@ -239,6 +251,7 @@ class Agent:
     async def shutdown(self) -> None:
         sd_notify("STOPPING=1")
         await self.selffence.stop()
+        await self.scheduler.stop()  # starts nothing more; its running jobs are waited below
         running = {*self._tasks, *self.handlers.jobs.tasks()}
         log.info("stopping: %d operation(s) running", len(running))
         if self._server is not None:
