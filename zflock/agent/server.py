@@ -26,6 +26,7 @@ import asyncssh
 
 from zflock import __version__
 from zflock.agent.docker.plugin import DockerPlugin
+from zflock.agent.failover import Failover
 from zflock.agent.handlers import Call, Handlers
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.metrics import Metrics, MetricsError, MetricsServer
@@ -151,6 +152,9 @@ class Agent:
             config, self.zfs, self.locks, self.handlers.volumes, lambda: self.handlers.peer_key
         )
         self._ops.update(self.selffence.operations())
+        # `zflock failover` (agent/failover.py): promote this node's replica of a volume.
+        failover = Failover(config, self.zfs, self.locks, lambda: self.handlers.peer_key)
+        self._ops["failover"] = failover.failover
         # Continuous replication (agent/scheduler.py): reloads its policies after
         # any operation that may change them.
         self.scheduler = Scheduler(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.model import SnapRef
+from zflock.rpc.failover_messages import FailoverReport, FailoverRequest
 from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned
 from zflock.rpc.schedule_messages import ScheduleList
 from zflock.rpc.selffence_messages import LeaseStatus, Ping, Pong, Rejoin, RejoinReport
@@ -378,4 +379,5 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "ping": (Ping, Pong),  # rpc/selffence_messages.py
     "lease_status": (Empty, LeaseStatus),
     "rejoin": (Rejoin, RejoinReport),
+    "failover": (FailoverRequest, FailoverReport),  # rpc/failover_messages.py
 }

@@ -1,0 +1,154 @@
+"""`zflock failover` on a real 3-node lab (issue 12, item 1; docs/failover.md).
+
+The primary's node dies while a writer runs and the volume is replicated by
+repeated `zflock replicate`: its link goes down and its agent is SIGKILLed.
+The freshest replica is promoted once the old primary has been unreachable
+for `self_fence_after` + margin, every write acknowledged before the last
+replicated snapshot is on it, and the loss window printed is that
+snapshot's age. Every refusal on the way (primary alive, a staler `--to`,
+too soon, bad input, nothing to promote) is one line and changes nothing.
+Two writable copies at any moment fail the test (`one_writable_copy`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.agentlab import AgentLab, wait_until
+from tests.failover.conftest import kill_agent, set_link
+from tests.move.conftest import Writer, copy_state, one_writable_copy
+from zflock.lab import agents
+from zflock.lab.writer import verify_data
+
+VOLUME = "fo"
+TIMEOUT = ["--timeout", "3"]  # node1 does not answer: do not wait 10 s per call for it
+
+
+def replicate(lab: AgentLab, volume: str, to: str) -> dict[str, Any]:
+    r = lab.cli("replicate", volume, "--to", to, "--json")
+    assert r.returncode == 0, r.stderr
+    report: dict[str, Any] = json.loads(r.stdout)
+    return report
+
+
+def refused(r: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    """A one-line error on stderr naming what was wrong, exit `code`, nothing on stdout."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    assert text in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def die(lab: AgentLab, node: str, writer: Writer) -> None:
+    """The node dies: its link goes down, its agent and its writer are SIGKILLed. A dead
+    host serves nothing, but the lab's pool outlives the node's processes: its copy is
+    made read-only and unmounted by hand, as the power cut would have left it."""
+    set_link(lab, node, up=False)
+    kill_agent(lab, node)
+    os.kill(int(writer.pidfile.read_text().split()[0]), signal.SIGKILL)
+    dataset = lab.ds(node, VOLUME)
+    lab.sh(node, f"zfs set readonly=on {dataset} && zfs unmount {dataset}")
+
+
+def test_the_freshest_replica_takes_over_a_dead_primary(
+    failover_lab: AgentLab, writer_dir: Path
+) -> None:
+    lab = failover_lab
+    assert lab.cli("create", VOLUME, "--on", "node1").returncode == 0
+    assert lab.cli("create", "folone", "--on", "node1").returncode == 0  # never replicated
+    writer = Writer(lab, VOLUME, writer_dir)
+    hook_file = writer_dir / "post-hook"
+    hook = f"sh -c 'echo $ZFLOCK_EPOCH $ZFLOCK_DESTINATION > {hook_file}'"
+    with one_writable_copy(lab, VOLUME):
+        writer.start("node1")
+        writer.wait_acked(20)
+        # A policy on the primary (one sync each, no schedule): replicas do not carry
+        # it, so the failover says it is lost with the old primary (docs/failover.md).
+        r = lab.cli("replicate", VOLUME, "--to", "node2,node3", "--every", "7d")
+        assert r.returncode == 0, r.stderr
+        for _ in range(2):
+            replicate(lab, VOLUME, "node2")
+            replicate(lab, VOLUME, "node3")
+        # The last round goes to node2 only: node2 is the freshest, node3 a round behind.
+        writer.wait_acked(writer.acked() + 10)
+        acked_before_last = writer.acked()
+        last = replicate(lab, VOLUME, "node2")
+        writer.wait_acked(writer.acked() + 10)  # written after it: these are lost
+
+        # The primary answers: refused, pointing to `zflock move`; nothing changes.
+        before = lab.zfs_state()
+        refused(lab.cli("failover", VOLUME), 1, f"use `zflock move {VOLUME} --to NODE`")
+        assert lab.zfs_state() == before
+
+        die(lab, "node1", writer)
+        try:
+            before = lab.zfs_state()
+            # Too soon: the old primary may not have fenced itself yet; the time left shown.
+            refused(lab.cli("failover", VOLUME, *TIMEOUT), 1, "s left (--force skips this wait")
+            # A staler replica while a newer one is reachable (checked before the wait).
+            refused(
+                lab.cli("failover", VOLUME, "--to", "node3", *TIMEOUT), 1,
+                "node2 holds a newer snapshot",
+            )  # fmt: skip
+            # Bad input: the dead primary as target, an unknown node, an unknown volume,
+            # an invalid name, a volume only the dead node held.
+            refused(lab.cli("failover", VOLUME, "--to", "node1", *TIMEOUT), 1,
+                    "node node1 did not answer")  # fmt: skip
+            refused(lab.cli("failover", VOLUME, "--to", "node9", *TIMEOUT), 2, "node9")
+            refused(lab.cli("failover", "nosuch", *TIMEOUT), 1, "volume nosuch not found")
+            refused(lab.cli("failover", "bad/name", *TIMEOUT), 2, "volume name")
+            refused(lab.cli("failover", "folone", *TIMEOUT), 1, "unreachable: node1")
+            assert lab.zfs_state() == before
+
+            outcome: dict[str, Any] = {}
+
+            def failed_over() -> bool:
+                r = lab.cli("failover", VOLUME, "--json", "--post-hook", hook, *TIMEOUT)
+                if r.returncode == 0:
+                    outcome.update(json.loads(r.stdout))
+                    return True
+                assert "s left" in r.stderr, r.stderr  # only ever refused for the wait
+                return False
+
+            wait_until("the failover to be allowed", failed_over, timeout=120, interval=1)
+        finally:
+            set_link(lab, "node1", up=True)
+        report = outcome
+        assert (report["node"], report["epoch"], report["unreachable"]) == ("node2", 2, ["node1"])
+        assert report["forced"] == [] and report["hook_errors"] == []
+        assert report["policy"] is None and report["old_primary"] is None
+        assert any("no replication policy on any reachable copy" in w for w in report["warnings"])
+        # The newest snapshot node2 had, the last one replicated to it.
+        assert (report["snapshot"], report["snapshot_guid"]) == (last["snapshot"], last["guid"])
+        # The loss window is that snapshot's age when node2 became writable.
+        snapshot = f"{lab.ds('node2', VOLUME)}@{report['snapshot']}"
+        creation = int(lab.zget("node2", snapshot, "creation")["creation"])
+        assert report["snapshot_time"] == creation
+        assert abs(report["loss_window_s"] - (report["promoted_at"] - creation)) < 0.01
+        assert report["loss_window_s"] > 0
+        # Post-cutover hooks ran on the new primary, as after a move.
+        assert hook_file.read_text().split() == ["2", "node2"]
+
+        # node2 is the writable primary at epoch 2; node3 a read-only replica.
+        s2, s3 = copy_state(lab, "node2", VOLUME), copy_state(lab, "node3", VOLUME)
+        assert (s2["zflock:role"], s2["zflock:epoch"], s2["readonly"], s2["mounted"]) == (
+            "primary", "2", "off", "yes",
+        )  # fmt: skip
+        assert s2["zflock:promoted-by"].endswith("/2")
+        assert (s3["zflock:role"], s3["readonly"], s3["mounted"]) == ("replica", "on", "no")
+
+        # Every write acknowledged before the last replicated snapshot is on node2.
+        acks = b"".join(writer.acks.read_bytes().splitlines(keepends=True)[:acked_before_last])
+        records = lab.node_run("node2", "cat", writer.records)
+        assert records.returncode == 0, records.stderr
+        verdict = verify_data(records.stdout.encode(), acks)
+        assert verdict.ok and verdict.acked == acked_before_last, verdict.summary()
+
+        # Now a primary answers: a second failover is refused.
+        refused(lab.cli("failover", VOLUME, *TIMEOUT), 1, "the primary of fo on node2 answers")
+        agents.start(lab.state, lab.state.nodes["node1"])
+    wait_until("node1 back", lambda: copy_state(lab, "node1", VOLUME) != {}, timeout=30)

@@ -1,0 +1,293 @@
+"""The `failover` operation: promote this node's replica when the volume's primary is gone.
+
+The CLI chooses this node and sends `failover`; nothing it saw is trusted.
+Under the volume's lock the agent asks every inventory node again
+(`gather`: their copies, their snapshots, how long each has had no answer
+from the nodes that do not answer), lets the pure rule decide
+(zflock.move.failover.decide, with this node as the target), and only then
+promotes through the same code as a move's destination
+(zflock.move.zfs_destination: the fencing rule re-checks the copy, writes
+`zflock:promoted-by=<id>/<epoch>` first, then epoch, role, writable,
+mounted). Post-cutover hooks run as after a move, and the replication
+policy follows (zflock.replication.schedule.after_move).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import asyncssh
+
+from zflock.agent.hooks import HookFailed, run_hooks, validate_hook
+from zflock.agent.locks import VolumeLocks
+from zflock.cluster.config import AgentConfig, Inventory, load_inventory
+from zflock.cluster.view import cluster_view
+from zflock.errors import UsageError, ZflockError
+from zflock.move import failover as rule
+from zflock.move.endpoint import PromoteRequest, Promotion
+from zflock.move.marker import new_move_id
+from zflock.move.zfs_destination import ZfsDestination
+from zflock.replication.policy import (
+    PROP_EVERY,
+    PROP_KEEP,
+    PROP_KEEP_REPLICA,
+    PROP_REPLICATE_TO,
+    DamagedPolicy,
+    policy_from_properties,
+    policy_properties,
+)
+from zflock.replication.schedule import policy_after_move
+from zflock.rpc import messages as m
+from zflock.rpc.cluster import Cluster
+from zflock.rpc.failover_messages import FailoverPolicy, FailoverReport, FailoverRequest
+from zflock.rpc.selffence_messages import LeaseStatus
+from zflock.units import format_duration
+from zflock.zfs import Zfs, validate_component
+
+log = logging.getLogger("zflock.agent.failover")
+
+# How long one round of asking may take per node, connecting included: a node that
+# accepts connections but never answers counts as unreachable, it does not hold us.
+ASK_SECONDS = 10.0
+
+
+class FailoverRefused(ZflockError):
+    """The rules say no (now); the message says why and what to do instead."""
+
+
+@dataclass(frozen=True)
+class Gathered:
+    situation: rule.Situation[m.VolumeInfo]
+    errors: dict[str, str]  # node -> why it could not be asked
+
+
+def _readings(
+    results: Sequence[tuple[str, object]], unreachable: Sequence[str]
+) -> tuple[list[rule.Reading], dict[str, str], bool]:
+    """Each answering node's `lease_status`, as readings of the nodes that did not answer."""
+    readings, unreadable, active = [], {}, True
+    for reporter, value in results:
+        if isinstance(value, Exception) or not isinstance(value, LeaseStatus):
+            unreadable[reporter] = str(value).splitlines()[0] if str(value) else "no answer"
+            continue
+        active = active and value.active
+        wait = value.self_fence_after + value.margin
+        seconds = {p.node: p.seconds for p in value.peers}
+        for node in unreachable:
+            if node in seconds:
+                readings.append(rule.Reading(reporter, node, seconds[node], wait))
+    return readings, unreadable, active
+
+
+async def gather(cluster: Cluster, name: str, inventory: Inventory) -> Gathered:
+    """One round of asking every inventory node about `name` (each call bounded)."""
+    nodes = sorted(inventory.nodes)
+    listed = await cluster.call_all(
+        "list_volumes", m.ListVolumes(names=[name]), nodes, deadline=ASK_SECONDS
+    )
+    answered = tuple(r.node for r in listed if r.ok)
+    errors = {r.node: str(r.error) for r in listed if not r.ok}
+    copies = [c for r in listed if r.ok for c in r.value.volumes if c.name == name]
+    unreachable = [n for n in nodes if n not in answered]
+    views = cluster_view(copies, unreachable)
+    holders = sorted({c.node for c in copies})
+    states = await cluster.call_all(
+        "replica_state", m.ReplicaStateRequest(name=name), holders, deadline=ASK_SECONDS
+    )
+    candidates = {}
+    for r in states:
+        if not r.ok or not r.value.exists:
+            continue
+        snaps = tuple(r.value.snapshots)
+        info = next((c for c in copies if c.node == r.node), None)
+        newest_time = None
+        if info is not None and snaps and info.latest_snapshot == snaps[-1].name:
+            newest_time = info.latest_snapshot_time
+        candidates[r.node] = rule.Candidate(r.node, snaps, newest_time)
+    leases = await cluster.call_all("lease_status", m.Empty(), answered, deadline=ASK_SECONDS)
+    readings, unreadable, active = _readings(
+        [(r.node, r.value if r.ok else r.error) for r in leases], unreachable
+    )
+    situation = rule.Situation(
+        volume=name, inventory=tuple(nodes), views=views, answered=answered,
+        candidates=candidates, readings=tuple(readings),
+        lease_active=active and len(nodes) >= 3, unreadable=unreadable,
+    )  # fmt: skip
+    return Gathered(situation, errors)
+
+
+def refusal_text(refusal: rule.Refusal, errors: dict[str, str]) -> str:
+    """The refusal's line, with the first reason a node could not be asked when that
+    is what the refusal is about."""
+    if refusal.kind in ("not-found", "no-replica", "no-majority") and errors:
+        node, why = sorted(errors.items())[0]
+        return f"{refusal.reason} ({node}: {why.splitlines()[0]})"
+    return refusal.reason
+
+
+def policy_props(info: m.PolicyInfo) -> dict[str, str]:
+    """A listed policy back to the properties it was read from on its copy."""
+    props = {
+        PROP_REPLICATE_TO: ",".join(info.targets),
+        PROP_EVERY: info.every,
+        PROP_KEEP: info.keep,
+        PROP_KEEP_REPLICA: info.keep_replica,
+    }
+    return {k: v for k, v in props.items() if v is not None}
+
+
+def carried_policy(
+    copies: Sequence[m.VolumeInfo], unreachable: Sequence[str], target: str
+) -> tuple[dict[str, str], str | None, list[str]]:
+    """The policy properties the promotion carries, the old primary if it can be told,
+    and warnings.
+
+    The policy lives on the primary; the newest one a reachable copy still carries
+    (highest epoch) is taken. The promotion stores it as a move's does
+    (zflock.replication.schedule.policy_after_move, in the promoted-by write): the new
+    primary keeps the other targets, and the old primary replaces it among them, to be
+    kept as a replica again once it has rejoined. When the old primary cannot be told,
+    the new primary only leaves its own name out. None found: {} (a leftover policy of
+    the new primary's own past is removed: it would name the wrong targets)."""
+    warnings = []
+    for c in sorted(copies, key=lambda c: (-c.epoch, c.node)):
+        if c.policy_error:
+            warnings.append(f"the policy on {c.node} is damaged ({c.policy_error}); not used")
+            continue
+        if c.policy is None or not c.policy.targets:
+            continue
+        props = policy_props(c.policy)
+        try:
+            policy = policy_from_properties(props)
+        except DamagedPolicy as exc:
+            warnings.append(f"the policy on {c.node} is unreadable ({exc}); not used")
+            continue
+        assert policy is not None
+        old = rule.old_primary(unreachable, policy.targets)
+        if old is None:
+            kept = tuple(t for t in policy.targets if t != target)
+            values = policy_properties(replace(policy, targets=kept))
+            props = {k: v for k, v in values.items() if v is not None}
+        return props, old, warnings
+    warnings.append(
+        "no replication policy on any reachable copy (it was on the old primary only): "
+        "set it again with `zflock replicate --to NODE --every INTERVAL`"
+    )
+    return {}, None, warnings
+
+
+def report_policy(props: dict[str, str], old: str | None, target: str) -> FailoverPolicy | None:
+    """What the new primary stores, by the same function its promotion applies."""
+    try:
+        policy = policy_from_properties(policy_after_move(dict(props), old or "", target))
+    except DamagedPolicy:
+        return None
+    if policy is None:
+        return None
+    return FailoverPolicy(
+        targets=list(policy.targets),
+        every=None if policy.every is None else format_duration(policy.every),
+        keep=policy.keep.text(),
+        keep_replica=policy.keep_replica.text(),
+    )
+
+
+class Failover:
+    def __init__(
+        self,
+        config: AgentConfig,
+        zfs: Zfs,
+        locks: VolumeLocks,
+        peer_key: Callable[[], asyncssh.SSHKey | None],
+    ) -> None:
+        self.config = config
+        self.zfs = zfs
+        self.locks = locks
+        self.peer_key = peer_key
+
+    def _cluster(self) -> tuple[Cluster, Inventory]:
+        key = self.peer_key()
+        if key is None:
+            raise ZflockError("the agent has no host key loaded yet")
+        inventory = load_inventory(self.config.cluster)
+        return Cluster(inventory, key, timeout=ASK_SECONDS), inventory
+
+    async def failover(self, args: FailoverRequest, call: object) -> FailoverReport:
+        name = validate_component(args.name, "volume name")
+        post = [validate_hook(h, "--post-hook") for h in args.post_hooks]
+        if post and not self.config.allow_client_hooks:
+            raise UsageError(
+                f"node {self.config.node} does not run hooks given on the command line "
+                "(--post-hook); set allow_client_hooks = true in its agent.toml"
+            )
+        started = time.monotonic()
+        async with self.locks.hold(name, "failover", wait=False):
+            cluster, inventory = self._cluster()
+            got = await gather(cluster, name, inventory)
+            plan = rule.decide(got.situation, to=self.config.node, force=args.force)
+            if isinstance(plan, rule.Refusal):
+                raise FailoverRefused(refusal_text(plan, got.errors))
+            view = next(v for v in got.situation.views if v.id == plan.volume_id)
+            policy, old, warnings = carried_policy(
+                view.copies, got.situation.unreachable, self.config.node
+            )
+            promotion, move_id = await self._promote(name, plan, old, post, policy)
+            promoted_at = time.time()
+        report = FailoverReport(
+            volume=name, volume_id=plan.volume_id, node=self.config.node, epoch=plan.epoch,
+            snapshot=promotion.snapshot, snapshot_guid=plan.snapshot.guid,
+            snapshot_time=plan.snapshot_time, promoted_at=promoted_at,
+            loss_window_s=(
+                None if plan.snapshot_time is None
+                else round(max(0.0, promoted_at - plan.snapshot_time), 3)
+            ),
+            unreachable=list(plan.unreachable), old_primary=old, move_id=move_id,
+            seconds=round(time.monotonic() - started, 3), forced=list(plan.forced),
+            policy=report_policy(policy, old, self.config.node),
+            hook_errors=promotion.hook_errors, warnings=[*plan.warnings, *warnings],
+        )  # fmt: skip
+        log.warning(
+            "failed over to this node at epoch %d (snapshot %s, loss window %s s, forced: %s)",
+            report.epoch, report.snapshot, report.loss_window_s, "; ".join(report.forced) or "no",
+            extra={"volume": name},
+        )  # fmt: skip
+        return report
+
+    async def _promote(
+        self,
+        name: str,
+        plan: rule.Plan,
+        old: str | None,
+        post: list[list[str]],
+        policy: dict[str, str],
+    ) -> tuple[Promotion, str]:
+        """The destination's promote of a move, for a failover: same rule, same order."""
+        config = self.config
+        destination = ZfsDestination(
+            self.zfs, config.dataset(name), config.mountpoint(name), config.node
+        )
+        move_id = new_move_id()
+        request = PromoteRequest(
+            name=name, volume_id=plan.volume_id, move_id=move_id, epoch=plan.epoch,
+            guid=plan.snapshot.guid, source=old or "", post_hooks=post, policy=policy,
+        )  # fmt: skip
+
+        async def post_hooks(req: PromoteRequest) -> list[str]:
+            context = {
+                "volume": name, "mountpoint": config.mountpoint(name), "source": old or "",
+                "destination": config.node, "epoch": str(req.epoch),
+            }  # fmt: skip
+            hooks = config.hooks_for(name)
+            commands = [c for c in (hooks.post_cutover,) if c]
+            try:
+                await run_hooks("post_cutover", [*commands, *req.post_hooks], context,
+                                hooks.timeout)  # fmt: skip
+            except HookFailed as exc:
+                log.error("%s", exc, extra={"volume": name})
+                return [str(exc)]
+            return []
+
+        return await destination.promote(request, post_hooks), move_id
