@@ -412,8 +412,7 @@ class SelfFence:
         await self.zfs.inherit(dataset, PROP_FENCED)
         self.fenced.discard(copy.name)
         self._unconfirmed.discard(copy.name)
-        log.warning("%s; its writes since are kept in @%s", stale.describe(), snap.name,
-                    extra={"volume": copy.name})  # fmt: skip
+        log.warning("%s: @%s", stale.describe(), snap.name, extra={"volume": copy.name})
         await self._unmount(dataset, copy.name)
 
 
