@@ -127,3 +127,27 @@ def test_replica_refuses_to_prune_its_newest_common_snapshot(agent_lab: AgentLab
     request = PruneRequest(keep="last=1", now=now, source_snapshots=source, destroy=[replica[0]])
     asyncio.run(prune(lab, "guarded", request))
     assert names(lab, "node3", "guarded") == [s.name for s in replica[1:]]
+
+
+def test_the_primary_keeps_every_targets_base(agent_lab: AgentLab) -> None:
+    """Two targets: syncs to node2 alone prune the primary, which asks node3 for its
+    state and keeps node3's newest common snapshot, so node3's next sync is still an
+    incremental."""
+    lab = agent_lab
+    assert lab.cli("create", "both", "--on", "node1").returncode == 0
+    lab.sh("node1", "echo 0 > /zflock/both/f0")
+    r = lab.cli("replicate", "both", "--to", "node2,node3", "--every", "1w",
+                "--keep", "last=1", "--keep-replica", "last=1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    node3_base = names(lab, "node3", "both")[-1]
+    for round in range(1, 4):
+        lab.sh("node1", f"echo {round} > /zflock/both/f{round}")
+        replicate(lab, "both", "node2")
+        on_src = names(lab, "node1", "both")
+        assert on_src == [node3_base, names(lab, "node2", "both")[-1]], (round, on_src)
+    steps = replicate(lab, "both", "node3")["steps"]
+    assert [s["kind"] for s in steps] == ["incremental"], steps
+    # node3's cycle took a new snapshot: the primary keeps it and node2's base.
+    node2_base, [newest] = names(lab, "node2", "both")[-1], names(lab, "node3", "both")
+    assert names(lab, "node1", "both") == [node2_base, newest]
+    assert lab.checksums("node3", "both") == lab.checksums("node1", "both")

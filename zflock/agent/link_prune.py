@@ -10,6 +10,7 @@ that does not answer in time counts as not asked, which keeps more, never less.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,8 +40,8 @@ from zflock.zfs import Zfs
 
 log = logging.getLogger("zflock.agent.link")
 
-# Seconds to connect to another target and read its state; beyond it the target
-# counts as not asked (pruning then keeps what could be its base).
+# Seconds to connect to another target and read its state (both together); beyond
+# it the target counts as not asked (pruning then keeps what could be its base).
 ASK_TIMEOUT = 10.0
 
 
@@ -59,8 +60,10 @@ def state_asker(config: AgentConfig, key: asyncssh.SSHKey, volume: str, target: 
             node = load_inventory(config.cluster).node(target)
         except ZflockError as exc:
             raise ZflockError(f"{target} is not in the inventory ({exc})") from None
-        async with AgentClient(node, key, timeout=ASK_TIMEOUT) as client:
-            return await RemoteReceiver(client, volume).state()
+        # One bound for connecting and answering: a late answer counts as none.
+        async with asyncio.timeout(ASK_TIMEOUT):
+            async with AgentClient(node, key, timeout=ASK_TIMEOUT) as client:
+                return await RemoteReceiver(client, volume).state()
 
     return ask
 
