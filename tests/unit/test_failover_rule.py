@@ -108,7 +108,9 @@ def test_too_soon_shows_the_time_left_and_force_skips_it() -> None:
 def test_a_node_that_still_reaches_the_old_primary_refuses() -> None:
     s = situation(TWO, {"node2": snaps(1), "node3": snaps(1)}, seconds=None)
     refusal = decide(s, to=None, force=False)
-    assert isinstance(refusal, Refusal) and refusal.kind == "primary-alive"
+    assert isinstance(refusal, Refusal) and refusal.kind == "too-soon"
+    assert "node1 answered node2 moments ago" in refusal.reason
+    assert "40 s left" in refusal.reason
 
 
 def test_no_majority_and_no_replica_and_bad_targets() -> None:

@@ -215,18 +215,23 @@ def _fenced_by_now(s: Situation[C]) -> Refusal | None:
             if r is None:
                 return Refusal("too-soon", f"{reporter} did not say how long {node} has been "
                                "unreachable")  # fmt: skip
-            if r.seconds is None:
-                return Refusal("primary-alive", f"{node} still answers {reporter}: the primary "
-                               "may be alive; heal the network, or use `zflock move`")  # fmt: skip
-            if r.seconds < r.wait:
-                left.append((r.wait - r.seconds, r))
+            # None: it answered the reporter moments ago (within a ping round). It may
+            # be alive and cut off from us only, or only just gone: wait as if it had
+            # answered now; while it keeps answering, the wait never ends.
+            left.append((r.wait - (r.seconds or 0.0), r))
+    left = [x for x in left if x[0] > 0]
     if not left:
         return None
     wait, r = max(left, key=lambda x: x[0])
-    return Refusal("too-soon", f"the old primary may still be writing: {r.node} has been "
-                   f"unreachable for {r.seconds:.0f} s (as {r.reporter} sees it); failover is "
-                   f"allowed after {r.wait:.0f} s (self_fence_after + margin): {wait:.0f} s "
-                   "left (--force skips this wait, at the risk of two writers)")  # fmt: skip
+    if r.seconds is None:
+        seen = (f"{r.node} answered {r.reporter} moments ago (it may be alive and cut off "
+                "from this side only, or only just gone)")  # fmt: skip
+    else:
+        seen = f"{r.node} has been unreachable for {r.seconds:.0f} s (as {r.reporter} sees it)"
+    return Refusal("too-soon", f"the old primary may still be writing: {seen}; failover is "
+                   f"allowed after {r.wait:.0f} s without an answer (self_fence_after + "
+                   f"margin): {wait:.0f} s left (--force skips this wait, at the risk of two "
+                   "writers)")  # fmt: skip
 
 
 def decide(s: Situation[C], *, to: str | None, force: bool) -> Plan | Refusal:
