@@ -184,3 +184,45 @@ async def test_invalid_names_never_reach_the_runner() -> None:
     with pytest.raises(InvalidName):
         await zfs.create_pool("tank", "-o")
     assert runner.calls == []
+
+
+@dataclass(frozen=True)
+class ListingRunner(Runner):
+    """Answers every run() with the same stdout (a listing), recording the argv."""
+
+    stdout: str = ""
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    async def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True
+    ) -> Completed:
+        self.calls.append(tuple(argv))
+        return Completed(tuple(argv), 0, self.stdout.encode(), b"")
+
+
+async def test_holds_of_many_snapshots_in_one_command() -> None:
+    openzfs = Capabilities(**{**FUSE.__dict__, "implementation": "openzfs", "holds": True})
+    listing = (
+        "p/v@a\tzflock-base\tThu Dec  3 18:00 2026\n"
+        "p/v@a\tbackup\tThu Dec  3 18:00 2026\n"
+        "p/v@c\tzflock-base\tThu Dec  3 18:01 2026\n"
+    )
+    runner = ListingRunner(stdout=listing)
+    zfs = Zfs(runner, capabilities=openzfs)
+    found = await zfs.holds_of(["p/v@a", "p/v@b", "p/v@c"])
+    assert found == {"p/v@a": ["backup", "zflock-base"], "p/v@c": ["zflock-base"]}
+    assert runner.calls == [("zfs", "holds", "-H", "p/v@a", "p/v@b", "p/v@c")]
+    assert await zfs.holds_of([]) == {} and len(runner.calls) == 1
+    assert await zfs.holds("p/v@b") == []
+    with pytest.raises(InvalidName):
+        await zfs.holds_of(["p/v@a", "-r"])
+
+
+async def test_holds_are_refused_where_the_probe_says_no() -> None:
+    runner = ListingRunner()
+    zfs = Zfs(runner, capabilities=FUSE)
+    with pytest.raises(Unsupported, match="holds"):
+        await zfs.holds_of(["p/v@a"])
+    with pytest.raises(Unsupported, match="holds"):
+        await zfs.held("p/v", "zflock-base")
+    assert runner.calls == []
