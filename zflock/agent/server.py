@@ -32,6 +32,7 @@ from zflock.agent.locks import VolumeLocks
 from zflock.agent.metrics import Metrics, MetricsError, MetricsServer
 from zflock.agent.notify import sd_notify
 from zflock.agent.observing import ObservedRunner
+from zflock.agent.rejoin import Rejoiner
 from zflock.agent.scheduler import Scheduler, handlers_link
 from zflock.agent.selffence import SelfFence
 from zflock.cluster.config import AgentConfig
@@ -152,6 +153,10 @@ class Agent:
             config, self.zfs, self.locks, self.handlers.volumes, lambda: self.handlers.peer_key
         )
         self._ops.update(self.selffence.operations())
+        rejoiner = Rejoiner(
+            config, self.zfs, self.locks, self.handlers.volumes, lambda: self.handlers.peer_key
+        )
+        self._ops.update(rejoiner.operations())
         # `zflock failover` (agent/failover.py): promote this node's replica of a volume.
         failover = Failover(config, self.zfs, self.locks, lambda: self.handlers.peer_key)
         self._ops["failover"] = failover.failover

@@ -47,7 +47,7 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def _register() -> None:
     # Imported here so each module can `from zflock.cli.app import app`.
-    from zflock.cli import agent, failover, lab, move, nodes, replicate, volumes  # noqa: F401
+    from zflock.cli import agent, failover, lab, move, nodes, rejoin, replicate, volumes  # noqa: F401
 
 
 def main() -> None:

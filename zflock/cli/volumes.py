@@ -25,6 +25,7 @@ from zflock.cli.common import (
 from zflock.cli.table import PlainTable
 from zflock.cli.views import VolumeView
 from zflock.cluster.config import validate_node_name
+from zflock.cluster.lease import parse_fenced
 from zflock.errors import ZflockError
 from zflock.replication.schedule import lag_state, replica_lag
 from zflock.rpc import messages as m
@@ -114,6 +115,8 @@ def _where(copy: m.VolumeInfo) -> str:
         phase, _, rest = copy.move.partition("/")
         destination = rest.split("/")[1] if rest.count("/") >= 2 else "?"
         where += f" ({phase} for a move to {destination})"
+    if (fenced := parse_fenced(copy.fenced)) is not None:  # self-fenced (docs/failover.md)
+        where += f" ({fenced.describe()})"
     return where
 
 
