@@ -156,6 +156,11 @@ async def test_receiver_refuses_a_request_for_its_newest_common_snapshot(pair: P
         with pytest.raises(PruneRefused, match=f"{why}; nothing was destroyed"):
             await pair.receiver.prune(IDENTITY, request)
         assert await pair.names() == before
+    with pytest.raises(PruneRefused, match="bad clock"):
+        await pair.receiver.prune(IDENTITY, PruneRequest(keep="last=1", now=float("inf")))
+    with pytest.raises(ZflockError, match="invalid keep rules"):
+        await pair.receiver.prune(IDENTITY, PruneRequest(keep="forever", now=0.0))
+    assert await pair.names() == before
     # What its own decision allows goes.
     allowed = PruneRequest(keep="last=1", now=(T0 + 3 * STEP).timestamp(),
                            source_snapshots=source, destroy=[state.snapshots[0]])  # fmt: skip

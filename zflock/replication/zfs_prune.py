@@ -25,7 +25,13 @@ from zflock.replication.endpoint import PruneAnswer, PruneRequest
 from zflock.replication.history import diff
 from zflock.replication.model import ReplicaInfo, SnapRef
 from zflock.replication.naming import is_own
-from zflock.replication.retention import PeerHistory, admit_prune, parse_keep, plan_retention
+from zflock.replication.retention import (
+    PeerHistory,
+    PruneRefused,
+    admit_prune,
+    parse_keep,
+    plan_retention,
+)
 from zflock.zfs import DatasetBusy, Snapshot, Zfs
 
 log = logging.getLogger("zflock.replication")
@@ -144,7 +150,10 @@ async def prune_replica(
     Then the base hold moves to the newest common snapshot, and what was asked
     is destroyed.
     """
-    now = datetime.fromtimestamp(request.now, UTC)
+    try:
+        now = datetime.fromtimestamp(request.now, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise PruneRefused(f"refusing to prune {info.label}: bad clock {request.now!r}") from None
     peer = PeerHistory(primary, request.source_snapshots)
     decision = plan_retention(info.snapshots, parse_keep(request.keep), now, [peer])
     admit_prune(decision, request.destroy, info.snapshots, info.label)
