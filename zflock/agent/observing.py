@@ -1,10 +1,10 @@
 """The agent's edge to zflock/events.py: turn what happened here into typed events.
 
-Today the events are emitted where jobs end (handlers.py, moves.py, jobs.py)
-and around every `zfs` command (ObservedRunner). The drivers still speak
-dicts to their jobs; when they emit typed events themselves (issue 11), the
-calls here move into them. The decisions (which category a failure is, which
-copies are fenced) are pure functions, unit-tested in tests/unit/test_metrics*.py.
+The events are emitted where replication cycles and moves end (link.py,
+move_source.py), where jobs start and end (jobs.py) and around every `zfs`
+command (ObservedRunner); the drivers emit their own progress events. The
+decisions (which category a failure is, which copies are fenced) are pure
+functions, unit-tested in tests/unit/test_metrics*.py.
 """
 
 from __future__ import annotations
