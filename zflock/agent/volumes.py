@@ -7,6 +7,7 @@ called with the volume's lock held (see handlers.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import defaultdict
@@ -59,6 +60,23 @@ LIST_PROPERTIES = (
 )
 
 
+# With the snapshots' creation time: what one listing reads, copies and snapshots at once.
+LISTED_PROPERTIES = (*LIST_PROPERTIES, "creation")
+LISTED_TYPES = ("filesystem", "snapshot")
+
+
+def _split(listed: Sequence[Dataset]) -> tuple[list[Dataset], dict[str, list[Dataset]]]:
+    """Filesystems, and each one's snapshots in the order listed (oldest first)."""
+    datasets: list[Dataset] = []
+    snapshots: dict[str, list[Dataset]] = defaultdict(list)
+    for ds in listed:
+        if ds.type == "snapshot":
+            snapshots[ds.name.split("@", 1)[0]].append(ds)
+        else:
+            datasets.append(ds)
+    return datasets, snapshots
+
+
 class VolumeNotFound(ZflockError):
     pass
 
@@ -95,21 +113,26 @@ class Volumes:
     # -- reading ------------------------------------------------------------------
 
     async def list(self, names: list[str] | None = None) -> list[VolumeInfo]:
+        """Every zflock copy under the pool root, or only the `names` asked for.
+
+        Named copies are read one dataset each, so `zflock ls VOLUME` costs the
+        same with a thousand volumes as with one.
+        """
         for name in names or ():
             validate_component(name, "volume name")
+        if names:
+            found = await asyncio.gather(*(self._get_or_none(n) for n in dict.fromkeys(names)))
+            return [info for info in found if info is not None]
         root = self.config.pool_root
-        datasets = await self.zfs.list_datasets(root, LIST_PROPERTIES, recursive=True)
-        snapshots = await self.zfs.list_datasets(
-            root, ("creation",), recursive=True, types=("snapshot",)
+        # One `zfs get -r` for copies and snapshots: it walks the snapshots anyway.
+        listed = await self.zfs.list_datasets(
+            root, LISTED_PROPERTIES, recursive=True, types=LISTED_TYPES
         )
-        by_dataset: dict[str, list[Dataset]] = defaultdict(list)
-        for snap in snapshots:
-            by_dataset[snap.name.split("@", 1)[0]].append(snap)
-        wanted = set(names or ())
+        datasets, by_dataset = _split(listed)
         volumes = []
         for ds in datasets:
-            parent, _, leaf = ds.name.rpartition("/")
-            if parent != root or (wanted and leaf not in wanted):
+            parent, _, _ = ds.name.rpartition("/")
+            if parent != root:
                 continue
             try:
                 ownership = ownership_from_properties(ds.properties)
@@ -118,18 +141,26 @@ class Volumes:
             volumes.append(self._info(ds, ownership, by_dataset.get(ds.name, [])))
         return volumes
 
+    async def _get_or_none(self, name: str) -> VolumeInfo | None:
+        try:
+            return await self.get(name)
+        except VolumeNotFound:
+            return None
+
     async def get(self, name: str) -> VolumeInfo:
         """One copy, read from its own dataset: as fast with a thousand volumes as with one."""
         dataset = self.config.dataset(validate_component(name, "volume name"))
         missing = VolumeNotFound(f"volume {name} not found on node {self.config.node}")
         try:
-            found = await self.zfs.list_datasets(dataset, LIST_PROPERTIES, recursive=False)
-            snaps = await self.zfs.list_datasets(
-                dataset, ("creation",), recursive=True, types=("snapshot",)
+            listed = await self.zfs.list_datasets(
+                dataset, LISTED_PROPERTIES, recursive=True, types=LISTED_TYPES
             )
+            datasets, snaps = _split(listed)
+            found = [ds for ds in datasets if ds.name == dataset]
             if not found:  # not a filesystem
                 raise missing
-            return self._info(found[0], ownership_from_properties(found[0].properties), snaps)
+            ownership = ownership_from_properties(found[0].properties)
+            return self._info(found[0], ownership, snaps.get(dataset, []))
         except (DatasetNotFound, NotManaged):
             raise missing from None
 
@@ -163,9 +194,10 @@ class Volumes:
 
     async def ownership(self, name: str) -> Ownership:
         dataset = self.config.dataset(validate_component(name, "volume name"))
-        if not await self.zfs.exists(dataset):
-            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}")
-        props = await self.zfs.get(dataset, ZFLOCK_PROPERTIES)
+        try:  # one `zfs get`: no separate existence check first
+            props = await self.zfs.get(dataset, ZFLOCK_PROPERTIES)
+        except DatasetNotFound:
+            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}") from None
         try:
             return ownership_from_properties(props)
         except NotManaged as exc:

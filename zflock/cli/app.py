@@ -11,6 +11,7 @@ one line on stderr with the documented exit codes:
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -33,7 +34,46 @@ zfs-fuse, no VMs) to try it out.
 """
 
 
+# The module that defines each command: `zflock ls` imports the CLI's volume
+# module only, not the agent, the lab or failover (start-up time is most of a
+# quick command's time). A command missing here still works: then every
+# module is imported, as _register() does (tests/unit/test_cli_lazy.py checks
+# that the table is complete).
+COMMANDS = {
+    "agent": "agent",
+    "failover": "failover",
+    "lab": "lab",
+    "move": "move",
+    "nodes": "nodes",
+    "rejoin": "rejoin",
+    "replicate": "replicate",
+    "status": "replicate",
+    "ls": "volumes",
+    "create": "volumes",
+    "destroy": "volumes",
+    "snapshot": "volumes",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register()  # --help lists every command
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            module = COMMANDS.get(cmd_name)
+            if module is not None:
+                importlib.import_module(f"zflock.cli.{module}")
+            if cmd_name not in self.commands:
+                _register()
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
+    cls=LazyGroup,
     help=HELP,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -51,7 +91,6 @@ def _register() -> None:
 
 
 def main() -> None:
-    _register()
     try:
         # standalone_mode=False: click hands usage errors to us, so that every
         # error is one line on stderr (click's own format spans four).

@@ -1,0 +1,33 @@
+"""The CLI imports only the module of the command it runs, and knows every command's module."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from zflock.cli.app import COMMANDS, _register, app
+
+
+def test_every_command_is_in_the_table() -> None:
+    _register()
+    assert set(app.commands) == set(COMMANDS)
+    for name, module in COMMANDS.items():
+        assert app.commands[name].callback is not None
+        assert app.commands[name].callback.__module__ == f"zflock.cli.{module}", name
+
+
+def test_ls_does_not_import_the_agent_or_the_lab() -> None:
+    probe = (
+        "import sys\n"
+        "from zflock.cli.app import app\n"
+        "app(['ls', '--help'], standalone_mode=False)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('zflock.agent', 'zflock.lab', "
+        "'zflock.cli.'))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = out.strip().splitlines()[-1]
+    assert "zflock.cli.volumes" in loaded
+    for heavy in ("zflock.agent", "zflock.lab", "zflock.cli.lab", "zflock.cli.failover"):
+        assert f"'{heavy}" not in loaded, loaded
