@@ -167,7 +167,7 @@ class Agent:
             handlers_link(self.handlers), self.observer,
         )  # fmt: skip
         self._ops["schedules"] = self.scheduler.schedules
-        for op in ("set_policy", "promote_replica", "resolve_move"):
+        for op in ("set_policy", "promote_replica", "resolve_move", "failover"):
             self._ops[op] = self.scheduler.reloading(self._ops[op])
         self._ops["move"] = self.scheduler.pausing(self._ops["move"])
         self._server: asyncssh.SSHAcceptor | None = None
