@@ -25,7 +25,8 @@ def policy_props(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
 
 
 def everything(lab: AgentLab) -> dict[str, str]:
-    """ZFS state and every policy property on every node."""
+    """ZFS state and every policy property on every node, snapshots left out: the
+    primary's scheduler keeps the stored policy meanwhile (docs/replication.md)."""
     state = lab.zfs_state()
     for node in lab.state.nodes:
         r = lab.node_run(
@@ -34,7 +35,10 @@ def everything(lab: AgentLab) -> dict[str, str]:
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         state[node + ":policy"] = r.stdout
-    return state
+    return {
+        key: "".join(line for line in text.splitlines(True) if "@" not in line.split("\t")[0])
+        for key, text in state.items()
+    }
 
 
 def ls_copy(lab: AgentLab, volume: str, node: str) -> dict[str, Any]:
