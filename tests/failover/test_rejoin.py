@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from tests.agentlab import AgentLab, wait_until
+from tests.agentlab import AgentLab
 from tests.failover.test_selffence import (
-    fence_state,
     partition_and_fail_over,
     replicate,
     snapshots,
+    went_stale,
 )
 from tests.move.conftest import Writer, assert_copies, one_writable_copy
 from zflock.lab.writer import verify_data
@@ -88,12 +88,7 @@ def test_rejoin_keeps_the_diverged_writes_and_catches_up_incrementally(
             partition_and_fail_over(lab, VOLUME, writer)
         finally:
             writer.stop("node1")
-        wait_until(
-            "node1 to go stale",
-            lambda: fence_state(lab, "node1", VOLUME)["zflock:stale"].startswith("2/"),
-            timeout=60,
-            interval=0.5,
-        )
+        went_stale(lab, VOLUME, 2)
         diverged = snapshots(lab, "node1", VOLUME)[-1]
         assert diverged.startswith("zflock-diverged-")
         diverged_guid = guid(lab, "node1", f"{lab.ds('node1', VOLUME)}@{diverged}")

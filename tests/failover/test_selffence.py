@@ -60,6 +60,20 @@ def snapshots(lab: AgentLab, node: str, volume: str) -> list[str]:
     return [n.split("@", 1)[1] for n in r.stdout.split() if n.startswith(dataset + "@")]
 
 
+def went_stale(lab: AgentLab, volume: str, epoch: int) -> None:
+    """Wait until node1's copy is stale, all of it: labelled, fence label gone, unmounted
+    (several zfs commands: the stale label alone is not the end state yet)."""
+
+    def done() -> bool:
+        state = fence_state(lab, "node1", volume)
+        return state["zflock:stale"].startswith(f"{epoch}/failed-over/") and (
+            state["zflock:fenced"],
+            state["mounted"],
+        ) == ("-", "no")
+
+    wait_until("node1 to go stale", done, timeout=60, interval=0.5)
+
+
 def replicate(lab: AgentLab, volume: str, to: str) -> dict[str, Any]:
     r = lab.cli("replicate", volume, "--to", to, "--json")
     assert r.returncode == 0, r.stderr
@@ -129,14 +143,7 @@ def test_a_cut_off_primary_fences_itself_and_returns_stale(
         epoch = seen["failover"]["epoch"]
         assert seen["failover"]["node"] == "node2" and epoch == 2
         # Back in contact: node1 sees epoch 2 on node2 and keeps its copy fenced, stale.
-        wait_until(
-            "node1 to go stale",
-            lambda: fence_state(lab, "node1", volume)["zflock:stale"].startswith(
-                f"{epoch}/failed-over/"
-            ),
-            timeout=60,
-            interval=0.5,
-        )
+        went_stale(lab, volume, epoch)
     assert_copies(lab, volume, "node2", epoch, stale={"node1": epoch}, absent=("node3",))
     state = fence_state(lab, "node1", volume)
     assert state["zflock:fenced"] == "-" and state["zflock:epoch"] == "1"
@@ -172,12 +179,21 @@ def test_a_restarted_agent_without_peers_stays_fenced_until_it_compares_epochs(
                 timeout=(SELF_FENCE_AFTER + FENCE_BOUND) / patience(1),
                 interval=0.2,
             )
+            label = fence_state(lab, "node1", volume)["zflock:fenced"]
             kill_agent(lab, "node1")
             restart_agent(lab, "node1")
-            # Several lease periods with no peer: it never unfences.
+            # `zflock ls` shows the fenced copy and why (node2, node3 cannot answer).
+            r = lab.cli("ls", volume, *TIMEOUT)
+            assert "cut off from a majority" in r.stdout, (r.stdout, r.stderr)
+            r = lab.cli("ls", volume, "--json", *TIMEOUT)
+            listed = json.loads(r.stdout)["volumes"][0]["copies"][0]
+            assert listed["fenced"].startswith("no-majority/"), listed
+            # Several lease periods with no peer: it never unfences. The label is the one
+            # written before the restart: an unfence clears it, a new fence writes a new one.
             deadline = time.monotonic() + 3 * SELF_FENCE_AFTER
             while time.monotonic() < deadline:
-                assert is_fenced(fence_state(lab, "node1", volume))
+                state = fence_state(lab, "node1", volume)
+                assert is_fenced(state) and state["zflock:fenced"] == label, state
                 time.sleep(0.5)
         finally:
             for node in peers:

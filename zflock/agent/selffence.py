@@ -4,30 +4,16 @@ The decisions are pure (zflock/cluster/lease.py); this is the loop around them:
 
 * one pinger per other inventory node: a `ping` (no ZFS, over a kept SSH
   connection) every `Timing.interval` seconds, each with `Timing.deadline`;
-  the time each answered ping was sent and answered is recorded;
+  each answered ping, and each ping a peer sends here from its inventory
+  address, is recorded as a contact (`contact` and `heard`: cluster/lease.py);
 * the watcher: after the first round of pings (bounded), it compares epochs
   with every node for this node's primaries ("the returning primary", before
-  anything else it does), then every half interval evaluates the lease and
-  acts on each copy: fence, unfence, or mark stale.
-
-**Fence** (`no majority` for `self_fence_after` seconds, or no majority at all at
-start): `zflock:fenced` and `readonly=on` first -- so that a slow stop hook cannot
-stretch the bound the failover relies on -- then the volume's pre-cutover (stop)
-hook, `canmount=noauto`, unmount. The copy stays role `primary`; nothing else
-changes. Re-applied on every tick while due: a move that rolls back cannot leave
-it writable.
-
-**Unfence** only with a majority answering again *and* every inventory node
-having listed its copies with no higher epoch for the volume: `readonly=off`,
-`canmount=on`, mount, then the label is cleared, then the rollback hooks (restart
-the consumer, as after a rolled-back move).
-
-**Stale** (a higher epoch elsewhere: a failover promoted another copy): fenced
-first if it was not, then a snapshot `zflock-diverged-<time>` keeps every write
-it took since it was cut off (zflock never prunes it: not its own snapshot
-name; only `zflock rejoin --discard-diverged` destroys it), then it is marked
-stale (`zflock:stale=<epoch>/failed-over/`, role `replica`) like the source of a
-superseded move.
+  anything else it does), then every half interval evaluates the lease and,
+  only when something may be due, lists this node's copies and acts on each:
+  fence, unfence, or mark stale (the ZFS side: selffence_zfs.py). A fence that
+  is due is re-applied on every tick: a move that rolls back cannot leave the
+  copy writable. Each step takes the volume's lock, or acts without it after
+  LOCK_WAIT seconds (making a copy read-only is always safe).
 
 `SelfFence.unreachable_for(node)` is what `zflock failover` asks the target about.
 """
@@ -39,39 +25,33 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncssh
 
-from zflock.agent.hooks import HookFailed, run_hooks
 from zflock.agent.locks import VolumeLocks
+from zflock.agent.selffence_zfs import CopyFencing
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory
 from zflock.cluster.lease import (
-    PROP_FENCED,
     Comparison,
     Contacts,
     Decision,
-    Fenced,
     FenceReason,
     Lease,
     LocalCopy,
     Timing,
     decide,
     decide_at_start,
-    diverged_name,
     evaluate,
     parse_fenced,
 )
 from zflock.cluster.lease import unreachable_for as _unreachable_for
-from zflock.cluster.ownership import PROP_ROLE, PROP_STALE, ROLE_REPLICA, Stale
 from zflock.errors import ZflockError
-from zflock.move.marker import PROP_MOVE, PROP_PROMOTED_BY
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
 from zflock.rpc.selffence_messages import LeaseStatus, Ping, Pong, Unreachable
-from zflock.zfs import DatasetBusy, Zfs
+from zflock.zfs import Zfs
 
 log = logging.getLogger("zflock.agent.selffence")
 # How long a fence waits for the volume's lock before fencing without it (a long
@@ -110,6 +90,7 @@ class SelfFence:
         self._unconfirmed: set[str] = set()  # writable primaries not yet compared with all
         self.fenced: set[str] = set()  # volumes this node holds fenced (or stale, this run)
         self.ready = asyncio.Event()  # set once the start-up comparison was made
+        self.actions = CopyFencing(config, zfs)
 
     # -- what others ask ---------------------------------------------------------------
 
@@ -346,74 +327,19 @@ class SelfFence:
         finally:
             self.locks.release(name)
 
-    def _context(self, name: str, epoch: int, reason: str) -> dict[str, str]:
-        return {
-            "volume": name, "mountpoint": self.config.mountpoint(name), "source": self.me,
-            "destination": "", "epoch": str(epoch), "reason": reason,
-        }  # fmt: skip
-
-    async def _hooks(self, name: str, kind: str, epoch: int, reason: str) -> None:
-        hooks = self.config.hooks_for(name)
-        command = getattr(hooks, kind)
-        if not command:
-            return
-        try:
-            await run_hooks(kind, [command], self._context(name, epoch, reason), hooks.timeout)
-        except HookFailed as exc:
-            log.error("%s", exc, extra={"volume": name})
-
     async def _fence(self, copy: LocalCopy, reason: FenceReason) -> None:
-        dataset = self.config.dataset(copy.name)
-        first = copy.fenced is None
-        label = copy.fenced or Fenced(reason, int(time.time()))
-        # readonly=on first: from this command on no write succeeds; the hook's time
-        # cannot stretch the bound `zflock failover` counts on.
-        await self.zfs.set(dataset, {PROP_FENCED: label.format(), "readonly": "on"})
+        await self.actions.fence(copy, reason)
         self.fenced.add(copy.name)
-        if first:
-            log.warning("self-fenced: %s", label.describe(), extra={"volume": copy.name})
-            await self._hooks(copy.name, "pre_cutover", copy.epoch, f"self-fence: {reason}")
-        await self.zfs.set(dataset, {"canmount": "noauto"})
-        await self._unmount(dataset, copy.name)
-
-    async def _unmount(self, dataset: str, name: str) -> None:
-        try:
-            await self.zfs.unmount(dataset)
-        except DatasetBusy:
-            # Read-only already: a consumer that holds the mount cannot write. The next
-            # tick tries again.
-            log.warning("fenced, but still in use: stays mounted read-only for now",
-                        extra={"volume": name})  # fmt: skip
 
     async def _unfence(self, copy: LocalCopy) -> None:
-        dataset = self.config.dataset(copy.name)
-        await self.zfs.set(dataset, {"readonly": "off", "canmount": "on"})
-        if not await self.zfs.is_mounted(dataset):
-            await self.zfs.mount(dataset)
-        await self.zfs.inherit(dataset, PROP_FENCED)  # last: a crash before it re-decides
+        await self.actions.unfence(copy)
         self.fenced.discard(copy.name)
-        log.warning("unfenced: a majority answers and no node has a higher epoch",
-                    extra={"volume": copy.name})  # fmt: skip
-        await self._hooks(copy.name, "rollback", copy.epoch, "self-fence lifted")
 
     async def _stale(self, copy: LocalCopy, info: m.VolumeInfo, epoch: int) -> None:
-        dataset = self.config.dataset(copy.name)
-        if copy.fenced is None:
-            await self._fence(copy, "epoch-unknown")
-        # Taken after the fence: it holds every write this copy ever acknowledged.
-        snap = await self.zfs.snapshot(dataset, diverged_name(datetime.now(UTC)))
-        stale = Stale(epoch, "failed-over", "")
-        await self.zfs.set(
-            dataset, {PROP_STALE: stale.format(), PROP_ROLE: ROLE_REPLICA, "readonly": "on"}
-        )
-        await self.zfs.set(dataset, {"canmount": "noauto"})
-        await self.zfs.inherit(dataset, PROP_PROMOTED_BY)
-        await self.zfs.inherit(dataset, PROP_MOVE)
-        await self.zfs.inherit(dataset, PROP_FENCED)
+        self.fenced.add(copy.name)  # until it is marked: fenced first
+        await self.actions.mark_stale(copy, epoch)
         self.fenced.discard(copy.name)
         self._unconfirmed.discard(copy.name)
-        log.warning("%s: @%s", stale.describe(), snap.name, extra={"volume": copy.name})
-        await self._unmount(dataset, copy.name)
 
 
 async def _close(client: AgentClient) -> None:
