@@ -19,11 +19,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.agentlab import AgentLab, wait_until
 from tests.failover.conftest import kill_agent, set_link
 from tests.move.conftest import Writer, copy_state, one_writable_copy
 from zflock.lab import agents
 from zflock.lab.writer import verify_data
+
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
 VOLUME = "fo"
 TIMEOUT = ["--timeout", "3"]  # node1 does not answer: do not wait 10 s per call for it

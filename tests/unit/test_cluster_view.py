@@ -55,6 +55,11 @@ def test_a_stale_label_is_never_the_primary() -> None:
     assert v.primary is None and v.status("node1") == "stale"
 
 
+def test_a_self_fenced_primary_is_still_the_primary_and_named() -> None:
+    [v] = cluster_view([copy("node1", "primary", 3, fenced="no-majority/1"), copy("node2")])
+    assert v.primary == "node1" and v.fenced_nodes == ["node1"] and v.status("node1") == "primary"
+
+
 def test_two_primaries_at_the_top_epoch_give_none() -> None:
     [v] = cluster_view([copy("node1", "primary", 3), copy("node2", "primary", 3)])
     assert v.primary is None and v.status("node1") == "unclear"

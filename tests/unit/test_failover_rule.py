@@ -87,6 +87,14 @@ def test_a_live_primary_is_moved_not_failed_over() -> None:
     assert "zflock move web --to NODE" in refusal.reason
 
 
+def test_a_self_fenced_primary_that_answers_is_moved_too() -> None:
+    fenced = Copy("web", "node1", "id-a", "primary", 2, fenced="no-majority/1")
+    s = situation([fenced, *TWO], {"node2": snaps(1)}, down=())
+    refusal = decide(s, to=None, force=True)
+    assert isinstance(refusal, Refusal) and refusal.kind == "primary-alive"
+    assert "answers (it fenced itself" in refusal.reason
+
+
 def test_to_a_staler_replica_needs_force() -> None:
     s = situation(TWO, {"node2": snaps(1, 2), "node3": snaps(1)})
     refusal = decide(s, to="node3", force=False)

@@ -51,7 +51,9 @@ log = logging.getLogger("zflock.agent.failover")
 
 # How long one round of asking may take per node, connecting included: a node that
 # accepts connections but never answers counts as unreachable, it does not hold us.
-ASK_SECONDS = 10.0
+# Short is safe: a node wrongly counted unreachable was heard from moments ago by the
+# others' pings, which refuses the failover (move/failover.py, check 5).
+ASK_SECONDS = 5.0
 
 
 class FailoverRefused(ZflockError):
@@ -82,11 +84,14 @@ def _readings(
     return readings, unreadable, active
 
 
-async def gather(cluster: Cluster, name: str, inventory: Inventory) -> Gathered:
-    """One round of asking every inventory node about `name` (each call bounded)."""
+async def gather(
+    cluster: Cluster, name: str, inventory: Inventory, deadline: float = ASK_SECONDS
+) -> Gathered:
+    """One round of asking every inventory node about `name` (each call bounded by
+    `deadline` seconds, connecting included)."""
     nodes = sorted(inventory.nodes)
     listed = await cluster.call_all(
-        "list_volumes", m.ListVolumes(names=[name]), nodes, deadline=ASK_SECONDS
+        "list_volumes", m.ListVolumes(names=[name]), nodes, deadline=deadline
     )
     answered = tuple(r.node for r in listed if r.ok)
     errors = {r.node: str(r.error) for r in listed if not r.ok}
@@ -95,7 +100,7 @@ async def gather(cluster: Cluster, name: str, inventory: Inventory) -> Gathered:
     views = cluster_view(copies, unreachable)
     holders = sorted({c.node for c in copies})
     states = await cluster.call_all(
-        "replica_state", m.ReplicaStateRequest(name=name), holders, deadline=ASK_SECONDS
+        "replica_state", m.ReplicaStateRequest(name=name), holders, deadline=deadline
     )
     candidates = {}
     for r in states:
@@ -107,7 +112,7 @@ async def gather(cluster: Cluster, name: str, inventory: Inventory) -> Gathered:
         if info is not None and snaps and info.latest_snapshot == snaps[-1].name:
             newest_time = info.latest_snapshot_time
         candidates[r.node] = rule.Candidate(r.node, snaps, newest_time)
-    leases = await cluster.call_all("lease_status", m.Empty(), answered, deadline=ASK_SECONDS)
+    leases = await cluster.call_all("lease_status", m.Empty(), answered, deadline=deadline)
     readings, unreadable, active = _readings(
         [(r.node, r.value if r.ok else r.error) for r in leases], unreachable
     )

@@ -23,7 +23,7 @@ async def _failover(
     c: Cluster, name: str, to: str | None, force: bool, post: list[list[str]]
 ) -> FailoverReport:
     # Choose the target and refuse early by the same rule the target applies again.
-    got = await gather(c, name, c.inventory)
+    got = await gather(c, name, c.inventory, deadline=c.timeout)
     plan = rule.decide(got.situation, to=to, force=force)
     if isinstance(plan, rule.Refusal):
         raise FailoverRefused(refusal_text(plan, got.errors))

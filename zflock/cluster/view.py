@@ -17,6 +17,10 @@ volume:
 * `seen_epoch` is the highest epoch any reachable copy has seen: its own, or
   the one its stale label says it lost to. A new primary (failover) must be
   promoted above it;
+* `fenced_nodes` are the copies their own agent fenced (`zflock:fenced`: a
+  primary cut off from a majority). A fenced primary is still the primary --
+  it becomes writable again once its agent sees a majority and no higher
+  epoch -- so it is reported, not replaced;
 * nodes that did not answer are named in every view: any of them may hold a
   copy, even the primary.
 
@@ -70,6 +74,7 @@ class Copy:
     role: str
     epoch: int
     stale: str | None = None
+    fenced: str | None = None  # zflock:fenced, "<reason>/<unix time>"
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class VolumeView(Generic[C]):
     seen_epoch: int  # the highest epoch any copy has seen (stale labels included)
     copies: list[C] = field(default_factory=list)  # the primary first, then by epoch
     stale_nodes: list[str] = field(default_factory=list)
+    fenced_nodes: list[str] = field(default_factory=list)  # self-fenced (zflock:fenced)
     unreachable: list[str] = field(default_factory=list)  # nodes that did not answer
     problems: list[str] = field(default_factory=list)
 
@@ -111,6 +117,12 @@ class VolumeView(Generic[C]):
 
 def _label(copy: CopyLike) -> Stale | None:
     return parse_stale(copy.stale)
+
+
+def _fenced(group: Iterable[CopyLike]) -> set[str]:
+    """Copies whose agent fenced them (`zflock:fenced`, docs/failover.md): read if the
+    copy carries the field (VolumeInfo does), as a label, never as a state change."""
+    return {c.node for c in group if getattr(c, "fenced", None) not in (None, "", "-")}
 
 
 def _seen(copy: CopyLike) -> int:
@@ -153,7 +165,8 @@ def _view(vid: str, group: list[C], clash: bool, unreachable: list[str]) -> Volu
     return VolumeView(
         name=name, id=vid, primary=primary, epoch=epoch,
         seen_epoch=max(_seen(c) for c in group), copies=group,
-        stale_nodes=sorted({*old, *labelled}), unreachable=unreachable, problems=problems,
+        stale_nodes=sorted({*old, *labelled}), fenced_nodes=sorted(_fenced(group)),
+        unreachable=unreachable, problems=problems,
     )  # fmt: skip
 
 

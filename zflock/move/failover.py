@@ -240,9 +240,14 @@ def decide(s: Situation[C], *, to: str | None, force: bool) -> Plan | Refusal:
     if isinstance(view, Refusal):
         return view
     if view.primary is not None:
+        fenced = (
+            " (it fenced itself, and unfences once it sees a majority again)"
+            if view.primary in view.fenced_nodes
+            else ""
+        )
         return Refusal(
-            "primary-alive", f"the primary of {s.volume} on {view.primary} answers: to change "
-            f"the primary, use `zflock move {s.volume} --to NODE`",
+            "primary-alive", f"the primary of {s.volume} on {view.primary} answers{fenced}: to "
+            f"change the primary, use `zflock move {s.volume} --to NODE`",
         )  # fmt: skip
     unclear = [c.node for c in view.copies if view.status(c.node) == "unclear"]
     if unclear:
