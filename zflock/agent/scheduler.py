@@ -202,21 +202,30 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
-            self._wake.clear()  # before deciding: a run ending from here on wakes the wait
+            try:
+                await self._step()
+            except Exception:  # a bug must not end continuous replication for good
+                log.exception("scheduler step failed; retrying in %g s", BUSY_RETRY)
+                self._reload = True
+                await asyncio.sleep(BUSY_RETRY)
+
+    async def _step(self) -> None:
+        """Decide, start what is due, and wait until there is something to decide."""
+        self._wake.clear()  # before deciding: a run ending from here on wakes the wait
+        now = self.clock()
+        if self._reload or now >= self._next_rescan:
+            await self._load()
             now = self.clock()
-            if self._reload or now >= self._next_rescan:
-                await self._load()
-                now = self.clock()
-            for key in pick(self._candidates(), now, self.limit):
-                await self._start(key, now)
-            wakeup = next_wakeup(self._candidates())  # a paused volume wakes no one
-            delay = self._next_rescan - now
-            if wakeup is not None and wakeup > now:
-                delay = min(delay, wakeup - now)
-            # A link already due but not started waits for room: a run ending (or a
-            # pause lifted) sets _wake; polling for it would be a hot loop.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.05))
+        for key in pick(self._candidates(), now, self.limit):
+            await self._start(key, now)
+        wakeup = next_wakeup(self._candidates())  # a paused volume wakes no one
+        delay = self._next_rescan - now
+        if wakeup is not None and wakeup > now:
+            delay = min(delay, wakeup - now)
+        # A link already due but not started waits for room: a run ending (or a
+        # pause lifted) sets _wake; polling for it would be a hot loop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.05))
 
     def _candidates(self) -> list[Link]:
         """The links the loop may start, with the running ones (they count in the limits)."""
