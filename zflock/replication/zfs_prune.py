@@ -160,8 +160,9 @@ async def prune_replica(
     base = diff(request.source_snapshots, info.snapshots).destination_base
     held = await move_base_hold(zfs, dataset, base)
     destroyed = await destroy_snapshots(zfs, dataset, request.destroy, release_base_hold=False)
-    after = [_ref(s) for s in await zfs.list_snapshots(dataset)]
-    return PruneAnswer(destroyed=destroyed, snapshots=after, held=held)
+    # Listed again only when something went (a hold changes no listing).
+    after = [_ref(s) for s in await zfs.list_snapshots(dataset)] if destroyed else info.snapshots
+    return PruneAnswer(destroyed=destroyed, snapshots=list(after), held=held)
 
 
 async def release_base_holds(zfs: Zfs, dataset: str) -> None:
