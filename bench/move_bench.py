@@ -53,6 +53,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable  # absolute: hooks run inside nodes, with the agent's environment
 WRITER = "zflock.lab.writer"
+TIME = "/usr/bin/time"  # GNU time: times each hook from outside
 DEFAULT_SIZES = "64M,1G"
 HUGE_SIZE = "2G"
 MIB = 1 << 20
@@ -63,6 +64,9 @@ OTHER_BENCHMARKS = "<!-- other benchmarks: kept by move_bench.py -->"
 TARGET_DOWNTIME_S = 1.0
 TARGET_DOWNTIME_RATIO = 1.5
 TARGET_THROUGHPUT_RATIO = 0.95
+# Issue 15, item 2: downtime (hooks excluded) over the hand-made cutover's floor.
+TARGET_FLOOR_P50 = 1.5
+TARGET_FLOOR_MAX = 2.0
 
 CMD_TIMEOUT = 1800.0  # a 2 GiB full round on zfs-fuse takes well under this
 
@@ -113,6 +117,11 @@ class MoveRecord:
     reason: str
     warnings: list[str]
     cutover: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    hooks_s: float = 0.0  # the pre- and post-cutover hooks' own seconds (inside downtime)
+
+    @property
+    def downtime_without_hooks(self) -> float:
+        return self.downtime_s - self.hooks_s
 
     @classmethod
     def from_json(cls, data: dict[str, Any], wall_s: float) -> MoveRecord:
@@ -141,6 +150,13 @@ class SizeResult:
     acked: int = 0
     records: int = 0
     verified: bool = False
+    floor: Any = None  # cutover_floor.Floor: the hand-made cutover between the same nodes
+
+    def floor_ratios(self) -> list[float]:
+        """Each move's downtime without its hooks, over the floor's median."""
+        if self.floor is None or not self.floor.samples:
+            return []
+        return [m.downtime_without_hooks / self.floor.p50 for m in self.moves]
 
     @property
     def downtimes(self) -> list[float]:
@@ -210,6 +226,17 @@ def evaluate(results: Sequence[SizeResult]) -> list[Target]:
             )
         )
     for r in results:
+        if ratios := r.floor_ratios():
+            p50, worst = statistics.median(ratios), max(ratios)
+            targets.append(
+                Target(f"downtime without hooks / floor, {size_label(r.size)}, p50",
+                       f"<= {TARGET_FLOOR_P50:g}", f"{p50:.2f}", p50 <= TARGET_FLOOR_P50)
+            )  # fmt: skip
+            targets.append(
+                Target(f"downtime without hooks / floor, {size_label(r.size)}, max",
+                       f"<= {TARGET_FLOOR_MAX:g}", f"{worst:.2f}", worst <= TARGET_FLOOR_MAX)
+            )  # fmt: skip
+    for r in results:
         targets.append(
             Target(
                 f"full-send throughput / raw pipeline, {size_label(r.size)}",
@@ -228,8 +255,9 @@ def _mbs(rate: float) -> str:
 def results_table(results: Sequence[SizeResult]) -> str:
     head = (
         "| volume | moves | downtime p50 | downtime max | move total p50 | rounds p50 "
-        "| zflock full send | raw send\\|ssh\\|receive | ratio | acked writes |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| zflock full send | raw send\\|ssh\\|receive | ratio | acked writes "
+        "| floor by hand p50 | downtime without hooks / floor, p50 (max) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for r in results:
@@ -237,9 +265,16 @@ def results_table(results: Sequence[SizeResult]) -> str:
             f"| {size_label(r.size)} | {len(r.moves)} | {r.downtime_p50:.3f} s "
             f"| {r.downtime_max:.3f} s | {r.total_p50:.2f} s | {r.rounds_p50:g} "
             f"| {_mbs(r.full_rate)} | {_mbs(r.raw_rate)} | {r.throughput_ratio:.2f} "
-            f"| {r.acked} ({'verified' if r.verified else 'NOT verified'}) |"
+            f"| {r.acked} ({'verified' if r.verified else 'NOT verified'}) | {_floor(r)} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def _floor(r: SizeResult) -> str:
+    ratios = r.floor_ratios()
+    if not ratios:
+        return "- | -"
+    return f"{r.floor.p50:.3f} s | {statistics.median(ratios):.2f} ({max(ratios):.2f})"
 
 
 def targets_table(targets: Sequence[Target]) -> str:
@@ -266,6 +301,16 @@ def moves_detail(results: Sequence[SizeResult]) -> str:
         if steps:
             where = ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
             lines.append(f"  - cutover steps, p50 seconds: {where}")
+        if r.floor is not None and r.floor.samples:
+            hooks = statistics.median(m.hooks_s for m in r.moves)
+            bare = ", ".join(f"{m.downtime_without_hooks:.3f}" for m in r.moves)
+            floor = ", ".join(f"{x:.3f}" for x in r.floor.samples)
+            by_step = ", ".join(f"{k} {v:.3f}" for k, v in r.floor.step_p50().items())
+            lines.append(
+                f"  - downtime without hooks (s): {bare}; hooks' own time p50 {hooks:.3f} s; "
+                f"floor by hand (s): {floor} (p50 by step: {by_step}); ratios "
+                f"{', '.join(f'{x:.2f}' for x in r.floor_ratios())}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -305,6 +350,13 @@ order; the run fails otherwise.
   pre-cutover hooks to the destination's answer to promote (writable,
   mounted, post-cutover hooks done). Of the cutover steps listed under the
   table, all but "demote source" fall inside it.
+- **floor by hand**: the same cutover typed by hand between the same two
+  nodes (bench/cutover_floor.py): `zfs set readonly=on`, `zfs snapshot`,
+  `zfs send -i | ssh | zfs receive -F` over an OpenSSH connection opened
+  beforehand, `zfs set readonly=off` and `zfs mount` on the destination, on
+  a plain dataset with the volume's data and a 64 KiB delta. Each move's
+  downtime *without its hooks* (the pre- and post-cutover hooks' own time,
+  measured by GNU time around each hook) is divided by the floor's median.
 - **move total**: `total_s`, pre-copy rounds included.
 - **zflock full send**: `zflock replicate` of the volume to node2 while node2
   has no copy (the same path as a move's first round: agent to agent over
@@ -410,14 +462,14 @@ class Lab:
         self.state: Any = None
         self.env: dict[str, str] = {}
 
-    def up(self, pool_size: int) -> None:
+    def up(self, pool_size: int, nodes: int = 2) -> None:
         run(
             [
                 *zflock_argv(),
                 "lab",
                 "up",
                 "--nodes",
-                "2",
+                str(nodes),
                 "--name",
                 self.name,
                 "--pool-size",
@@ -507,12 +559,35 @@ class Writer:
     def stop_argv(self) -> list[str]:
         return [PY, "-P", "-m", WRITER, "stop", "--pidfile", self.pidfile]
 
+    @property
+    def hook_times(self) -> Path:
+        return self.lab.bench_dir / f"{self.volume}.hooktimes"
+
+    def _timed(self, kind: str, argv: list[str]) -> list[str]:
+        # GNU time (a small C program) appends the hook's own seconds, so the
+        # hooks' share of the downtime can be told apart from zflock's.
+        return [TIME, "-a", "-o", str(self.hook_times), "-f", f"{kind} %e", *argv]
+
     def hooks(self) -> list[str]:
         # One string per hook: the CLI splits it with shlex and execs it, no shell.
         # A rolled-back move restarts the writer on the source, as a service would be.
-        return ["--pre-hook", shlex.join(self.stop_argv()),
-                "--post-hook", shlex.join(self.start_argv()),
+        return ["--pre-hook", shlex.join(self._timed("pre", self.stop_argv())),
+                "--post-hook", shlex.join(self._timed("post", self.start_argv())),
                 "--rollback-hook", shlex.join(self.start_argv())]  # fmt: skip
+
+    def hook_seconds(self) -> float:
+        """The pre- and post-cutover hooks' seconds of the last move (GNU time's lines)."""
+        try:
+            lines = self.hook_times.read_text().split("\n")
+        except FileNotFoundError:
+            return 0.0
+        last: dict[str, float] = {}
+        for line in lines:
+            kind, _, secs = line.partition(" ")
+            if kind in ("pre", "post") and secs:
+                last[kind] = float(secs)
+        self.hook_times.unlink()
+        return sum(last.values())
 
     def start(self, node: str) -> None:
         self.lab.exec(node, *self.start_argv(create=True))
@@ -703,11 +778,19 @@ def bench_size(lab: Lab, size: int, moves: int, pause: float, interval: float) -
                 f"{size_label(size)}: full stream sample {i + 1}/{THROUGHPUT_SAMPLES}: raw "
                 f"{_mbs(raw[0] / raw[1])}, zflock {_mbs(ours[0] / ours[1])}"
             )
+        from cutover_floor import measure_floor
+
+        result.floor = measure_floor(lab, volume, "node1", "node2")
+        log(
+            f"{size_label(size)}: cutover floor by hand: p50 {result.floor.p50:.3f} s "
+            f"(samples {', '.join(f'{x:.3f}' for x in result.floor.samples)})"
+        )
         for i in range(moves):
             time.sleep(pause)  # the writer runs between moves, as a service would
             dest = nodes[(i + 1) % 2]
             before = writer.acked()
             rec = move(lab, writer, dest)
+            rec.hooks_s = writer.hook_seconds()
             where = dest
             result.moves.append(rec)
             log(
@@ -755,9 +838,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # A whole lab per run, never a shared one: a unique name, taken down by that name.
     name = "bench" + secrets.token_hex(2)
-    # One copy of the largest volume per pool at a time (the raw copy is destroyed
-    # before the moves), plus snapshots, records and zfs-fuse's own overhead.
-    pool_size = max(1 << 30, 2 * sizes[-1] + 512 * MIB)
+    # The volume and the cutover floor's plain copy of it on each node (the raw
+    # copy is destroyed after each sample), plus snapshots, records and zfs-fuse's
+    # own overhead.
+    pool_size = max(1 << 30, 3 * sizes[-1] + 512 * MIB)
     lab = Lab(name)
     results: list[SizeResult] = []
     load_at_start = load_average()
@@ -788,4 +872,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # cutover_floor imports this module by name: let it find this run's copy.
+    sys.modules.setdefault("move_bench", sys.modules["__main__"])
     sys.exit(main())
