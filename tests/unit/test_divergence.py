@@ -102,3 +102,25 @@ def test_the_diverged_dataset_is_named_by_time() -> None:
     assert (
         diverged_dataset("tank/zflock", "web", when) == "tank/zflock/web-diverged-20261203T193000Z"
     )
+
+
+# -- the receiver never destroys a diverged snapshot (replication/admit.py) ------------------
+
+
+@pytest.mark.parametrize("name, admitted", [("zflock-diverged-20261203T193000Z", False),
+                                            ("own", True)])  # fmt: skip
+def test_a_receiver_never_destroys_a_diverged_snapshot(name: str, admitted: bool) -> None:
+    from zflock.replication.admit import NotAdmitted, admit_cleanup
+    from zflock.replication.endpoint import Cleanup
+    from zflock.replication.model import ReplicaInfo, SnapRef, Source
+
+    common, extra = SnapRef("zflock-20261203T190000Z-000001", 1, 1), SnapRef(name, 2, 2)
+    source = Source("v", 2, [common, SnapRef("zflock-20261203T191000Z-000002", 3, 2)])
+    dest = ReplicaInfo(exists=True, managed_volume="v", snapshots=[common, extra])
+    # Even with the operator's --force-rollback: only `zflock rejoin` handles those.
+    cleanup = Cleanup(destroy_snapshots=[extra], rollback_to=common, force_rollback=True)
+    if admitted:
+        admit_cleanup(source, dest, cleanup)
+        return
+    with pytest.raises(NotAdmitted, match="run zflock rejoin"):
+        admit_cleanup(source, dest, cleanup)

@@ -12,7 +12,8 @@ volume lock) and asks these functions; a step they refuse raises
 - adopt only our own unstamped first receive (planner rule 3, applied to the
   receiver's own state);
 - destroy a snapshot only if the source lacks it (by GUID), and only with the
-  operator's --force-rollback: never common history, never without consent;
+  operator's --force-rollback: never common history, never without consent,
+  and never a `zflock-diverged-*` snapshot (only `zflock rejoin` handles those);
 - roll back only to a snapshot the source has, and only once nothing is left
   after it, so a rollback discards at most the writes made after the newest
   snapshot, which a replica may always lose (rule 12);
@@ -27,6 +28,7 @@ has); everything about the destination comes from the destination itself.
 
 from __future__ import annotations
 
+from zflock.cluster.lease import is_diverged
 from zflock.replication.conflicts import ReplicationConflict
 from zflock.replication.endpoint import Cleanup, StepHeader
 from zflock.replication.history import sort_history
@@ -58,6 +60,13 @@ def admit_cleanup(source: Source, dest: ReplicaInfo, cleanup: Cleanup) -> None:
             raise NotAdmitted(
                 f"refusing to destroy {dest.label}@{snap.name} (guid {snap.guid}): the source "
                 "has it too, so it is common history, never discarded"
+            )
+        if is_diverged(snap.name):
+            # A returning primary's writes the cluster never saw (docs/failover.md): only
+            # `zflock rejoin`, which keeps them first or is told to discard them.
+            raise NotAdmitted(
+                f"refusing to destroy {dest.label}@{snap.name}: it keeps writes made after a "
+                "failover; run zflock rejoin (it keeps them first; --discard-diverged drops them)"
             )
         if not cleanup.force_rollback:
             raise NotAdmitted(
