@@ -2,9 +2,9 @@
 
 Order matters in each step, because a crash can stop it after any command:
 
-* fence:   marker first, then `readonly=on`, then unmount. A marker with a
-           writable dataset is recovered by rolling back (making sure it is
-           writable), which is what it already is.
+* fence:   marker first (or with it, in one write), then `readonly=on`, then
+           unmount. A marker with a writable dataset is recovered by rolling
+           back (making sure it is writable), which is what it already is.
 * unfence: `readonly=off`, mount, then clear the marker: the marker stays
            until the source is whole again, so a crash re-runs the rollback.
 * demote:  `zflock:role=replica` first, then unmount, then clear `promoted-by`
@@ -65,8 +65,9 @@ class ZfsSource:
                     extra={"volume": self.volume})  # fmt: skip
 
     async def fence(self, marker: Marker) -> None:
-        await self.set_marker(marker)
-        await self.zfs.set(self.dataset, {"readonly": "on"})
+        # One write: a single command on OpenZFS (both or neither); on zfs-fuse
+        # one command per property, in this order, so the marker still comes first.
+        await self.zfs.set(self.dataset, {PROP_MOVE: marker.format(), "readonly": "on"})
         log.warning("fenced (read-only) for %s", marker.format(), extra={"volume": self.volume})
         try:
             await self.zfs.unmount(self.dataset)
