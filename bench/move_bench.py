@@ -63,7 +63,7 @@ OTHER_BENCHMARKS = "<!-- other benchmarks: kept by move_bench.py -->"
 # docs/design.md "Performance targets".
 TARGET_DOWNTIME_S = 1.0
 TARGET_DOWNTIME_RATIO = 1.5
-TARGET_THROUGHPUT_RATIO = 0.95
+TARGET_THROUGHPUT_RATIO = 0.98  # issue 15, item 3
 # Issue 15, item 2: downtime (hooks excluded) over the hand-made cutover's floor.
 TARGET_FLOOR_P50 = 1.5
 TARGET_FLOOR_MAX = 2.0
@@ -357,6 +357,8 @@ order; the run fails otherwise.
   a plain dataset with the volume's data and a 64 KiB delta. Each move's
   downtime *without its hooks* (the pre- and post-cutover hooks' own time,
   measured by GNU time around each hook) is divided by the floor's median.
+  The floor's 5 samples are taken just before the moves, not interleaved
+  with them: on a machine whose load drifts, the ratio drifts with it.
 - **move total**: `total_s`, pre-copy rounds included.
 - **zflock full send**: `zflock replicate` of the volume to node2 while node2
   has no copy (the same path as a move's first round: agent to agent over
