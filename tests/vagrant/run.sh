@@ -247,8 +247,14 @@ on "$first" $as_root zflock move web --to "$second"
 move_ms=$((($(date +%s%N) - move_started) / 1000000))
 move_took=$((move_ms / 1000)).$(printf %03d $((move_ms % 1000)))
 step "zflock move took $move_took s (the CLI call over vagrant ssh included)"
-on "$second" $as_root zflock ls
-proof=$(on "$second" $as_root cat /zflock/web/proof)
+listing=$(on "$second" $as_root zflock ls web)
+echo "$listing"
+primary=$(echo "$listing" | awk '$1 == "web" {print $2}')
+if [ "$primary" != "$second" ]; then
+    echo "vagrant tier: after the move, web's primary is '$primary', not $second" >&2
+    exit 1
+fi
+proof=$(on "$second" $as_root cat /zflock/web/proof) || proof="(unreadable: $proof)"
 if [ "$proof" != "written-on-$first" ]; then
     echo "vagrant tier: /zflock/web/proof on $second reads '$proof', not 'written-on-$first'" >&2
     exit 1
