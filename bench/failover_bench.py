@@ -43,41 +43,17 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+import benchkit
+from benchkit import BenchFailed, log, merge_report, writer_argv, zflock_argv
 
 REPO = Path(__file__).resolve().parent.parent
-PY = sys.executable
 BEGIN = "<!-- failover_bench.py: begin -->"
 END = "<!-- failover_bench.py: end -->"
-OTHER_BENCHMARKS = "<!-- other benchmarks: kept by move_bench.py -->"
 LEFT = re.compile(r"(\d+) s left")
-
-
-class BenchFailed(Exception):
-    pass
-
-
-def log(line: str) -> None:
-    print(f"bench: {line}", file=sys.stderr, flush=True)
-
-
-def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
-    r = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=timeout)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BenchFailed(f"{' '.join(argv[:6])}...: {last}")
-    return r.stdout
-
-
-def zflock_argv() -> list[str]:
-    return [PY, "-P", "-m", "zflock"]
-
-
-def writer_argv(command: str, *args: str) -> list[str]:
-    return [PY, "-P", "-m", "zflock.lab.writer", command, *args]
 
 
 # -- pure: the report ------------------------------------------------------------------
@@ -147,16 +123,6 @@ def render(r: Result, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge_report(previous: str, section: str) -> str:
-    """Replace this bench's section, or add it below the other benchmarks' marker."""
-    if BEGIN in previous and END in previous:
-        start, end = previous.index(BEGIN), previous.index(END) + len(END) + 1
-        return previous[:start] + section + previous[end:]
-    if OTHER_BENCHMARKS in previous:
-        return previous.rstrip("\n") + "\n\n" + section
-    return previous + "\n" + OTHER_BENCHMARKS + "\n" + section
-
-
 def seconds_left(stderr: str) -> float | None:
     """The wait a too-soon refusal names; None for any other refusal."""
     found = LEFT.search(stderr)
@@ -166,18 +132,15 @@ def seconds_left(stderr: str) -> float | None:
 # -- the lab ---------------------------------------------------------------------------
 
 
-class Lab:
+class Lab(benchkit.Lab):
     def __init__(self, name: str) -> None:
-        self.name = name
-        self.state: Any = None
-        self.env: dict[str, str] = {}
+        super().__init__(name, nodes=3)
 
-    def up(self, self_fence_after: float) -> None:
-        run([*zflock_argv(), "lab", "up", "--nodes", "3", "--name", self.name,
-             "--pool-size", "1024M"])  # fmt: skip
-        from zflock.lab import agents, load_state
+    def up_with(self, self_fence_after: float) -> None:
+        """Up, then every agent restarted with a short [failover] self_fence_after."""
+        self.up()
+        from zflock.lab import agents
 
-        self.state = load_state(self.name)
         for node in self.state.nodes.values():
             config = agents.agent_dir(node) / "agent.toml"
             config.write_text(
@@ -185,21 +148,6 @@ class Lab:
             )
             agents.stop(node)
             agents.start(self.state, node)
-        self.env = {**os.environ, "ZFLOCK_CLUSTER": str(agents.cluster_file(self.state))}
-        self.dir.mkdir(exist_ok=True)
-
-    def down(self) -> None:
-        subprocess.run([*zflock_argv(), "lab", "down", "--name", self.name], check=False)
-
-    @property
-    def dir(self) -> Path:
-        return Path(self.state.dir) / "bench"  # seen by every node
-
-    def zflock(self, *args: str) -> str:
-        return run([*zflock_argv(), *args], env=self.env)
-
-    def exec(self, node: str, *argv: str) -> str:
-        return self.zflock("lab", "exec", "--name", self.name, node, "--", *argv)
 
     def link(self, node: str, up: bool) -> None:
         veth = self.state.nodes[node].host_veth
@@ -272,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     result = Result(args.every, args.warmup, args.self_fence_after)
     lab = Lab(f"fb{secrets.token_hex(3)}")
     try:
-        lab.up(args.self_fence_after)
+        lab.up_with(args.self_fence_after)
         for number in range(1, args.runs + 1):
             result.runs.append(one_run(lab, number, args.every, args.warmup))
     except (BenchFailed, subprocess.TimeoutExpired) as exc:
@@ -287,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     result.machine = f"{platform.node()} ({os.cpu_count()} cores, load average {load:.1f})"
     section = render(result, sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
-    out.write_text(merge_report(out.read_text() if out.exists() else "", section))
+    out.write_text(merge_report(out.read_text() if out.exists() else "", section, BEGIN, END))
     print(section)
     return 0
 

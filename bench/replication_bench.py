@@ -38,41 +38,24 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
+from benchkit import (
+    BenchFailed,
+    Lab,
+    log,
+    merge_report,
+    quantile,
+    writer_argv,
+)
+
 REPO = Path(__file__).resolve().parent.parent
-PY = sys.executable
 VOLUME = "repl"
 BEGIN = "<!-- replication_bench.py: begin -->"
 END = "<!-- replication_bench.py: end -->"
-OTHER_BENCHMARKS = "<!-- other benchmarks: kept by move_bench.py -->"
-
-
-class BenchFailed(Exception):
-    pass
-
-
-def log(line: str) -> None:
-    print(f"bench: {line}", file=sys.stderr, flush=True)
-
-
-def run(argv: Sequence[str], env: dict[str, str] | None = None, timeout: float = 600) -> str:
-    r = subprocess.run(list(argv), capture_output=True, text=True, env=env, timeout=timeout)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise BenchFailed(f"{' '.join(argv[:6])}...: {last}")
-    return r.stdout
-
-
-def zflock_argv() -> list[str]:
-    return [PY, "-P", "-m", "zflock"]
-
-
-def writer_argv(command: str, *args: str) -> list[str]:
-    return [PY, "-P", "-m", "zflock.lab.writer", command, *args]
 
 
 # -- pure: statistics and the report ------------------------------------------------
@@ -153,52 +136,7 @@ def render(r: Result, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def merge_report(previous: str, section: str) -> str:
-    """Replace this bench's section, or add it below the other benchmarks' marker."""
-    if BEGIN in previous and END in previous:
-        start, end = previous.index(BEGIN), previous.index(END) + len(END) + 1
-        return previous[:start] + section + previous[end:]
-    if OTHER_BENCHMARKS in previous:
-        return previous.rstrip("\n") + "\n\n" + section
-    return previous + "\n" + OTHER_BENCHMARKS + "\n" + section
-
-
 # -- the lab ---------------------------------------------------------------------------
-
-
-class Lab:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.state: Any = None
-        self.env: dict[str, str] = {}
-
-    def up(self) -> None:
-        run([*zflock_argv(), "lab", "up", "--nodes", "2", "--name", self.name,
-             "--pool-size", "1024M"])  # fmt: skip
-        from zflock.lab import load_state
-        from zflock.lab.agents import cluster_file
-
-        self.state = load_state(self.name)
-        self.env = {**os.environ, "ZFLOCK_CLUSTER": str(cluster_file(self.state))}
-        self.dir.mkdir(exist_ok=True)
-
-    def down(self) -> None:
-        subprocess.run([*zflock_argv(), "lab", "down", "--name", self.name], check=False)
-
-    @property
-    def dir(self) -> Path:
-        return Path(self.state.dir) / "bench"  # seen by every node
-
-    def zflock(self, *args: str) -> str:
-        return run([*zflock_argv(), *args], env=self.env)
-
-    def exec(self, node: str, *argv: str) -> str:
-        return self.zflock("lab", "exec", "--name", self.name, node, "--", *argv)
 
 
 def bench(lab: Lab, every: float, duration: float) -> Result:
@@ -278,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     section = render(result, sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
-    out.write_text(merge_report(out.read_text() if out.exists() else "", section))
+    out.write_text(merge_report(out.read_text() if out.exists() else "", section, BEGIN, END))
     print(section)
     return 0
 
