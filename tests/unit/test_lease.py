@@ -268,16 +268,17 @@ def view(node: int, n: int, started: list[float], events: list[PingEvent], at: f
     contact: dict[str, float] = {}
     heard: dict[str, float] = {}
 
-    def saw(peer: int, c: float, h: float) -> None:
+    def saw(peer: int, c: float | None, h: float) -> None:
         key = f"n{peer}"
-        contact[key] = max(contact.get(key, c), c)
+        if c is not None:
+            contact[key] = max(contact.get(key, c), c)
         heard[key] = max(heard.get(key, h), h)
 
     for e in events:
         if e.sender == node and e.answered and started[node] <= e.sent and e.back <= at:
             saw(e.receiver, e.sent, e.back)  # its own ping: sent / answer arrived
         if e.receiver == node and e.arrived and started[node] <= e.there <= at:
-            saw(e.sender, e.there, e.there)  # a peer's ping arrived
+            saw(e.sender, None, e.there)  # a peer's ping arrived: heard, not contact
     nodes = frozenset(f"n{i}" for i in range(n))
     return Contacts(f"n{node}", nodes, started[node], contact, heard)
 

@@ -98,15 +98,21 @@ class SelfFence:
         return {"ping": self.ping, "lease_status": self.lease_status}
 
     async def ping(self, args: Ping, call: Any) -> Pong:
-        # A ping from a peer proves contact as it arrives (cluster/lease.py): counted
-        # only from that node's own address, so no other client can extend the lease.
+        # A ping from a peer proves that the peer reaches us, not that we reach it: it
+        # counts as heard (a failover asking us then waits: the safe direction), never
+        # as contact for our own lease. A link that carries only the peer's pings to us
+        # would otherwise keep this primary unfenced while that peer, hearing no
+        # answers, joins a majority for failover (found by the lease property test).
+        # Counted only from that node's own address, so no other client can delay a
+        # failover.
         entry = self._entries.get(args.node)
         if entry is not None and getattr(call, "peer", None) == entry.address:
-            self._saw(args.node, self._clock(), self._clock())
+            self._saw(args.node, None, self._clock())
         return Pong(node=self.me)
 
-    def _saw(self, node: str, contact: float, heard: float) -> None:
-        self._contact[node] = max(self._contact.get(node, contact), contact)
+    def _saw(self, node: str, contact: float | None, heard: float) -> None:
+        if contact is not None:
+            self._contact[node] = max(self._contact.get(node, contact), contact)
         self._heard[node] = max(self._heard.get(node, heard), heard)
 
     def contacts(self) -> Contacts:

@@ -5,13 +5,16 @@ of the inventory's nodes, itself included: more than half of them. Every
 agent pings every other inventory node on a bounded interval (each ping with
 a deadline: zflock/agent/selffence.py) and keeps two times per node:
 
-* `contact`: for its own lease, the earliest moment each contact is proven at:
-  when its answered ping was *sent*, or when a ping from that node *arrived*;
+* `contact`: for its own lease, only its own answered pings, each at the
+  moment it was *sent* (a round trip proves both directions; a ping that merely
+  arrived from that node proves nothing about this node's answers reaching it);
 * `heard`: for `unreachable_for` (what a failover asks), the latest: when the
   answer to its own ping *arrived*, or when a ping from that node arrived.
 
 So for every contact, the other side's `heard` is at or after this side's
-`contact` (a ping arrives after it is sent and before its answer does). The
+`contact` (the ping arrived there after it was sent). Counting an arrived ping
+as contact broke this: with the answers lost, the peer hears nothing while this
+side keeps its lease (the property test found it). The
 lease was last known held at `since`: the time of the k-th most recent
 contact, k being the number of peers a majority needs besides this node.
 `since + self_fence_after` is when a primary must be fenced.
