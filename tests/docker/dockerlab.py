@@ -99,6 +99,8 @@ class NodeDocker:
         /run/docker/plugins (another tier's dockerd) never sees it.
         """
         plugins = agents.docker_plugin_dir(self.agent_lab.state.nodes[self.node])
+        # The agent answers its peers a moment before its plugin socket is up.
+        wait_until("the agent's plugin socket", (plugins / "zflock.sock").exists, timeout=30)
         os.makedirs("/run/docker/plugins", exist_ok=True)
         r = self.agent_lab.node_run(self.node, "mountpoint", "-q", "/run/docker/plugins")
         if r.returncode != 0:

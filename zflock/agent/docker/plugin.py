@@ -23,6 +23,12 @@ class DockerPlugin:
             config, handlers.volumes, handlers.locks, lambda: handlers.peer_key
         )
         self._server: PluginServer | None = None
+        if config.docker_plugin:
+            # Imported only when served: aiohttp adds about 13 MB to every agent's
+            # memory. Imported here, before the agent listens, not in start(): an
+            # agent that answers its peers must have its plugin socket up a moment
+            # later, not after a slow import (the lab's Docker tests bind it then).
+            import zflock.agent.docker.http  # noqa: F401
 
     def operations(self) -> dict[str, Callable[[Any, Any], Awaitable[Any]]]:
         # Served even with the plugin off: a peer's Mount asks every node who holds a volume.
@@ -31,8 +37,7 @@ class DockerPlugin:
     async def start(self) -> None:
         if not self.config.docker_plugin:
             return
-        # Imported only when served: aiohttp adds about 13 MB to every agent's memory.
-        from zflock.agent.docker.http import PluginServer, PluginSocketBusy
+        from zflock.agent.docker.http import PluginServer, PluginSocketBusy  # loaded in __init__
 
         server = PluginServer(self.service, self.config.docker_socket)
         try:
