@@ -167,9 +167,14 @@ def test_source_agent_killed_while_the_destination_promotes(
     with one_writable_copy(lab, "skill"):
         writer.start("node1")
         writer.wait_acked(20)
-        # A slow post-cutover hook keeps the destination promoting for a while.
+        # A post-cutover hook that waits for the test keeps the destination promoting
+        # until node1's agent is dead (a fixed sleep lost that race on a loaded
+        # machine); it gives up by itself after 20 s, inside the promote deadline.
+        gate = writer_dir / "promote-gate"
+        hold = f"i=0; while [ ! -e {gate} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done"
         proc = start_move(lab, "skill", "node2", "--pre-hook", stop,
-                          "--post-hook", "sleep 3", "--post-hook", start)  # fmt: skip
+                          "--post-hook", subprocess.list2cmdline(["sh", "-c", hold]),
+                          "--post-hook", start)  # fmt: skip
         # Killed once node2 has started to promote (the marker says `promoting` a
         # moment before the request goes out; a kill in that moment ends in a
         # rollback instead, which test_recovery_table covers as a decision).
@@ -183,12 +188,15 @@ def test_source_agent_killed_while_the_destination_promotes(
         # Still fenced: the source cannot know yet whether node2 promoted.
         state = copy_state(lab, "node1", "skill")
         assert state["readonly"] == "on" and state["zflock:move"].startswith("promoting/")
+        gate.touch()
         wait_until("node2 to finish promoting", lambda: copy_state(lab, "node2", "skill")
                    .get("mounted") == "yes")  # fmt: skip
         # The restarted agent asks node2, learns it promoted, and demotes node1.
         agents.start(lab.state, node1)
+        # Bounded by a first attempt that can miss its peer deadline on a loaded
+        # machine, the recovery's backoff (at most RECOVERY_RETRY_MAX, 30 s) and a retry.
         wait_until("node1's recovery", lambda: copy_state(lab, "node1", "skill")
-                   .get("zflock:move") == "-")  # fmt: skip
+                   .get("zflock:move") == "-", timeout=120)  # fmt: skip
         writer.wait_acked(writer.acked() + 10)
         writer.stop("node2")
     assert_not_serving(lab, "node1", "skill")
