@@ -27,11 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from zflock.lab.zfsfuse import ZfsFuseDaemon, start_zfs_fuse, stop_zfs_fuse
 from zflock.zfs import Runner, Zfs, probe_capabilities
 
 POOL_SIZE = 256 * 1024 * 1024
+
+# Property tests judge outcomes, never speed: no per-example deadline and no
+# "too slow" health check, which fail on a loaded 2-core CI machine (seen on CI:
+# DeadlineExceeded in a table test, FailedHealthCheck in the cluster view's).
+settings.register_profile("zflock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("zflock")
 
 
 @dataclass
