@@ -32,7 +32,7 @@ import asyncssh
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.selffence_zfs import CopyFencing
 from zflock.agent.volumes import Volumes
-from zflock.cluster.config import AgentConfig, NodeEntry, load_inventory
+from zflock.cluster.config import AgentConfig, Inventory, NodeEntry, load_inventory
 from zflock.cluster.lease import (
     Comparison,
     Contacts,
@@ -50,6 +50,7 @@ from zflock.cluster.lease import unreachable_for as _unreachable_for
 from zflock.errors import ZflockError
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
+from zflock.rpc.cluster import Cluster
 from zflock.rpc.selffence_messages import LeaseStatus, Ping, Pong, Unreachable
 from zflock.zfs import Zfs
 
@@ -83,6 +84,7 @@ class SelfFence:
         self._contact: dict[str, float] = {}
         self._heard: dict[str, float] = {}
         self._nodes: frozenset[str] = frozenset({self.me})
+        self._inventory: Inventory | None = None
         self._entries: dict[str, NodeEntry] = {}
         self._pingers: dict[str, asyncio.Task[None]] = {}
         self._first_round: dict[str, asyncio.Event] = {}
@@ -164,6 +166,7 @@ class SelfFence:
         except ZflockError as exc:
             log.error("self-fencing cannot read the inventory: %s", exc)
             return  # keep the last one: the lease goes on with what it knew
+        self._inventory = inventory
         self._entries = {n: e for n, e in inventory.nodes.items() if n != self.me}
         self._nodes = frozenset(inventory.nodes) | {self.me}
         for node, task in list(self._pingers.items()):
@@ -248,29 +251,19 @@ class SelfFence:
     async def _compare(self, names: list[str]) -> Comparison:
         """Ask every other node for its copies of `names`: the highest epoch per volume id."""
         key = self._peer_key()
+        if key is None or self._inventory is None:
+            return Comparison(answered=frozenset(), epochs={})
         deadline = max(self.timing.deadline, 2.0)
-
-        async def ask(entry: NodeEntry) -> tuple[str, list[m.VolumeInfo]] | None:
-            if key is None:
-                return None
-            try:
-                async with asyncio.timeout(deadline):
-                    async with AgentClient(entry, key, timeout=deadline) as client:
-                        found: m.VolumeList = await client.call(
-                            "list_volumes", m.ListVolumes(names=names)
-                        )
-            except (ZflockError, TimeoutError, OSError, asyncssh.Error):
-                return None
-            return entry.name, found.volumes
-
-        answers = await asyncio.gather(*(ask(e) for e in self._entries.values()))
+        cluster = Cluster(self._inventory, key, timeout=deadline)
+        results = await cluster.call_all(
+            "list_volumes", m.ListVolumes(names=names), list(self._entries), deadline=deadline
+        )
+        answers = [(r.node, r.value.volumes) for r in results if r.ok]
         epochs: dict[str, int] = {}
         answered = set()
-        for answer in answers:
-            if answer is None:
-                continue
-            answered.add(answer[0])
-            for copy in answer[1]:
+        for node, copies in answers:
+            answered.add(node)
+            for copy in copies:
                 epochs[copy.id] = max(epochs.get(copy.id, 0), copy.epoch)
         return Comparison(answered=frozenset(answered), epochs=epochs)
 
