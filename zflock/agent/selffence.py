@@ -88,6 +88,7 @@ class SelfFence:
         self._entries: dict[str, NodeEntry] = {}
         self._pingers: dict[str, asyncio.Task[None]] = {}
         self._first_round: dict[str, asyncio.Event] = {}
+        self._wake: dict[str, asyncio.Event] = {}  # a peer's ping: ping it back now
         self._watcher: asyncio.Task[None] | None = None
         self._unconfirmed: set[str] = set()  # writable primaries not yet compared with all
         self.fenced: set[str] = set()  # volumes this node holds fenced (or stale, this run)
@@ -109,7 +110,15 @@ class SelfFence:
         # failover.
         entry = self._entries.get(args.node)
         if entry is not None and getattr(call, "peer", None) == entry.address:
-            self._saw(args.node, None, self._clock())
+            now = self._clock()
+            self._saw(args.node, None, now)
+            # No contact of our own lately (say the peer just started, after our last
+            # ping failed): ping it back now rather than at the next interval, so the
+            # lease does not wait a whole interval for what this ping suggests.
+            last = self._contact.get(args.node)
+            wake = self._wake.get(args.node)
+            if wake is not None and (last is None or now - last > self.timing.interval):
+                wake.set()
         return Pong(node=self.me)
 
     def _saw(self, node: str, contact: float | None, heard: float) -> None:
@@ -177,6 +186,7 @@ class SelfFence:
         for node in self._entries:
             if node not in self._pingers:
                 self._first_round.setdefault(node, asyncio.Event())
+                self._wake.setdefault(node, asyncio.Event())
                 self._pingers[node] = loop.create_task(self._pinger(node), name=f"ping {node}")
 
     # -- pinging -----------------------------------------------------------------------
@@ -184,8 +194,10 @@ class SelfFence:
     async def _pinger(self, node: str) -> None:
         client: AgentClient | None = None
         try:
+            wake = self._wake[node]
             while True:
                 sent = self._clock()
+                wake.clear()
                 try:
                     async with asyncio.timeout(self.timing.deadline):
                         if client is None:
@@ -204,7 +216,11 @@ class SelfFence:
                         await _close(client)
                         client = None
                 self._first_round[node].set()
-                await asyncio.sleep(max(0.0, sent + self.timing.interval - self._clock()))
+                # At most one ping per interval, unless a ping from that peer wakes it
+                # (at most one per ping the peer sends: never a hot loop).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(sent + self.timing.interval - self._clock()):
+                        await wake.wait()
         finally:
             if client is not None:
                 await _close(client)
