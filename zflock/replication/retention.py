@@ -48,13 +48,13 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from zflock.errors import UsageError, ZflockError
 from zflock.replication.history import diff, sort_history
 from zflock.replication.model import SnapRef
-from zflock.replication.naming import SNAPSHOT_PREFIX, is_own, parse_snapshot_name
+from zflock.replication.naming import SNAPSHOT_PREFIX, is_own, parse_snapshot_name, snapshot_name
 from zflock.units import format_duration, parse_duration
 
 # Bounds that keep a rule set small enough to evaluate per sync and to store
@@ -259,6 +259,37 @@ def plan_retention(
             kept.update(_kept_by_grid(rule, timed, anchor))
     destroy = tuple(s for s, _ in timed if s.guid not in kept and s.guid not in protected)
     return Retention(destroy, protected)
+
+
+# most_kept refuses to simulate more snapshots than this (a few seconds of work).
+MAX_SIMULATED = 100_000
+
+
+def most_kept(rules: KeepRules, spacing: float, span: float) -> int:
+    """The most snapshots a copy holds at once under `rules` when it gets one every
+    `spacing` seconds for `span` seconds and is pruned after each, as a scheduled sync
+    does: counted just after a snapshot is taken, before the prune that follows it.
+
+    The ceiling a copy's snapshot count is checked against (the scale benchmark): a
+    copy holding more keeps something its rules let go. Only the newest snapshot is
+    protected here, as on a pair that is up to date; a caller allows for what a
+    lagging peer's protection adds (its newest common snapshot, a resumable base).
+    """
+    if not spacing > 0 or not span >= 0:
+        raise ValueError(f"most_kept needs spacing > 0 and span >= 0, got {spacing}, {span}")
+    steps = int(span // spacing) + 1
+    if steps > MAX_SIMULATED:
+        raise ValueError(f"most_kept: {steps} snapshots to simulate, at most {MAX_SIMULATED}")
+    start = datetime(2000, 1, 1, tzinfo=UTC)  # the grid is anchored at the newest: any start
+    held: list[SnapRef] = []
+    most = 0
+    for i in range(steps):
+        when = start + timedelta(seconds=i * spacing)
+        held.append(SnapRef(snapshot_name(when, i), guid=i + 1, order=i + 1))
+        most = max(most, len(held))
+        gone = {s.guid for s in plan_retention(held, rules, when).destroy}
+        held = [s for s in held if s.guid not in gone]
+    return most
 
 
 def protect_unasked(snapshots: Sequence[SnapRef], label: str, cursor: int | None) -> dict[int, str]:

@@ -38,8 +38,9 @@ monotonic clock); randomness comes from a `random.Random` passed in.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from zflock.replication.policy import (
@@ -279,3 +280,41 @@ def lag_state(lag: float | None, every: float | None, failures: int) -> LagState
     if every is None:
         return "ok" if lag == 0 else "behind"
     return "ok" if lag <= 2 * every else "behind"
+
+# -- how late runs start (for `zflock status` and the scale benchmark) ------------
+
+# How many of the latest lateness values a scheduler keeps for `status`: a reader
+# polling every few seconds misses none even with hundreds of links (each value
+# is a float on the wire; 512 of them cost a few KiB in a `schedules` answer).
+LATENESS_KEPT = 512
+
+
+@dataclass
+class LatenessLog:
+    """How late the last runs started (seconds, oldest first), and how many ever did.
+
+    `count` numbers every value ever added, so a reader that remembers the
+    count it saw last can take exactly the new values (`lateness_since`).
+    """
+
+    kept: int = LATENESS_KEPT
+    values: deque[float] = field(default_factory=deque)
+    count: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.values.append(round(max(0.0, seconds), 3))
+        while len(self.values) > self.kept:
+            self.values.popleft()
+        self.count += 1
+
+
+def lateness_since(seen: int, count: int, recent: Sequence[float]) -> tuple[list[float], int]:
+    """The values recorded after the reader's `seen`-th, and how many of them are lost.
+
+    `count` and `recent` are a `LatenessLog`'s count and values as answered;
+    values older than those still kept are lost (the reader polled too rarely).
+    A count below `seen` means the scheduler restarted: everything kept is new.
+    """
+    fresh = count - seen if count >= seen else count
+    taken = list(recent[max(0, len(recent) - fresh) :]) if fresh > 0 else []
+    return taken, fresh - len(taken)
