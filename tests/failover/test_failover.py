@@ -70,8 +70,8 @@ def test_the_freshest_replica_takes_over_a_dead_primary(
     with one_writable_copy(lab, VOLUME):
         writer.start("node1")
         writer.wait_acked(20)
-        # A policy on the primary (one sync each, no schedule): replicas do not carry
-        # it, so the failover says it is lost with the old primary (docs/failover.md).
+        # A policy on the primary (its schedule too slow to run in this test): every
+        # sync gives each replica a copy, so it follows the failover (docs/failover.md).
         r = lab.cli("replicate", VOLUME, "--to", "node2,node3", "--every", "7d")
         assert r.returncode == 0, r.stderr
         for _ in range(2):
@@ -124,8 +124,12 @@ def test_the_freshest_replica_takes_over_a_dead_primary(
         report = outcome
         assert (report["node"], report["epoch"], report["unreachable"]) == ("node2", 2, ["node1"])
         assert report["forced"] == [] and report["hook_errors"] == []
-        assert report["policy"] is None and report["old_primary"] is None
-        assert any("no replication policy on any reachable copy" in w for w in report["warnings"])
+        # The policy followed, from the copy node2 got last (serial 1, set once): the new
+        # primary keeps node3 and not itself; the dead node1 is not added back.
+        assert report["policy"]["targets"] == ["node3"] and report["policy"]["every"] == "1w"
+        assert (report["policy_from"], report["policy_serial"]) == ("node2", 2)
+        assert report["old_primary"] == "node1"  # the sender of that copy, unreachable
+        assert not any("could not ask" in w for w in report["warnings"])
         # The newest snapshot node2 had, the last one replicated to it.
         assert (report["snapshot"], report["snapshot_guid"]) == (last["snapshot"], last["guid"])
         # The loss window is that snapshot's age when node2 became writable.
@@ -143,6 +147,10 @@ def test_the_freshest_replica_takes_over_a_dead_primary(
             "primary", "2", "off", "yes",
         )  # fmt: skip
         assert s2["zflock:promoted-by"].endswith("/2")
+        stored = lab.zget("node2", lab.ds("node2", VOLUME), "zflock:replicate-to",
+                          "zflock:every", "zflock:policy-serial")  # fmt: skip
+        assert stored == {"zflock:replicate-to": "node3", "zflock:every": "1w",
+                          "zflock:policy-serial": "2"}  # fmt: skip
         assert (s3["zflock:role"], s3["readonly"], s3["mounted"]) == ("replica", "on", "no")
 
         # Every write acknowledged before the last replicated snapshot is on node2.
@@ -156,3 +164,153 @@ def test_the_freshest_replica_takes_over_a_dead_primary(
         refused(lab.cli("failover", VOLUME, *TIMEOUT), 1, "the primary of fo on node2 answers")
         agents.start(lab.state, lab.state.nodes["node1"])
     wait_until("node1 back", lambda: copy_state(lab, "node1", VOLUME) != {}, timeout=30)
+
+
+# -- the replication policy follows (docs/failover.md, "The replication policy follows") --
+
+
+def guids(lab: AgentLab, node: str, volume: str) -> list[int]:
+    return lab.snapshot_guids(node, lab.ds(node, volume))
+
+
+def policy_copy(lab: AgentLab, node: str, volume: str) -> dict[str, Any] | None:
+    """The copy of its primary's policy that `node`'s replica keeps (None: none)."""
+    value = lab.zget(node, lab.ds(node, volume), "zflock:policy-copy")["zflock:policy-copy"]
+    if value == "-":
+        return None
+    copy: dict[str, Any] = json.loads(value)
+    return copy
+
+
+def power_cut(lab: AgentLab, node: str, volumes: list[str]) -> None:
+    """As die() above, without a writer: link down, agent SIGKILLed, copies read-only."""
+    set_link(lab, node, up=False)
+    kill_agent(lab, node)
+    for volume in volumes:
+        dataset = lab.ds(node, volume)
+        lab.sh(node, f"zfs set readonly=on {dataset} && zfs unmount {dataset}")
+
+
+def failover_when_allowed(lab: AgentLab, volume: str) -> dict[str, Any]:
+    outcome: dict[str, Any] = {}
+
+    def failed_over() -> bool:
+        r = lab.cli("failover", volume, "--json", *TIMEOUT)
+        if r.returncode == 0:
+            outcome.update(json.loads(r.stdout))
+            return True
+        assert "s left" in r.stderr, r.stderr  # only ever refused for the wait
+        return False
+
+    wait_until(f"the failover of {volume} to be allowed", failed_over, timeout=120, interval=1)
+    return outcome
+
+
+def bring_back(lab: AgentLab, node: str, volume: str) -> None:
+    agents.start(lab.state, lab.state.nodes[node])
+    wait_until(f"{node} back", lambda: copy_state(lab, node, volume) != {}, timeout=30)
+
+
+def test_the_policy_follows_and_keeps_the_remaining_replica_fresh(
+    failover_lab: AgentLab,
+) -> None:
+    lab, volume = failover_lab, "fc"
+    assert lab.cli("create", volume, "--on", "node1").returncode == 0
+    with one_writable_copy(lab, volume):
+        r = lab.cli("replicate", volume, "--to", "node2,node3", "--every", "3s")
+        assert r.returncode == 0, r.stderr
+        # Every sync leaves the replica a copy of the policy, at its serial (1: set once).
+        for node in ("node2", "node3"):
+            copy = policy_copy(lab, node, volume)
+            assert copy is not None and (copy["serial"], copy["from"]) == (1, "node1")
+            assert copy["policy"]["zflock:replicate-to"] == "node2,node3"
+        # A copy is never acted upon: the replicas run no schedule of it.
+        shown = json.loads(lab.cli("status", "--json").stdout)["schedules"]
+        assert {s["node"] for s in shown if s["volume"] == volume} == {"node1"}, shown
+        power_cut(lab, "node1", [volume])
+        try:
+            report = failover_when_allowed(lab, volume)
+        finally:
+            set_link(lab, "node1", up=True)
+        # The freshest replica (whichever the schedule left newer) keeps the other one.
+        new = report["node"]
+        other = "node3" if new == "node2" else "node2"
+        assert new in ("node2", "node3") and report["old_primary"] == "node1"
+        assert report["policy"]["targets"] == [other] and report["policy"]["every"] == "3s"
+        assert report["policy_from"] in ("node2", "node3") and report["policy_serial"] == 2
+        # The new primary's scheduler keeps `other` fresh: a write, then a snapshot taken
+        # after it reaches `other` (same GUID on both).
+        lab.sh(new, f"echo after > /zflock/{volume}/after-failover && sync")
+        before = set(guids(lab, new, volume))
+
+        def synced_after_the_write() -> bool:
+            theirs = guids(lab, other, volume)
+            return bool(theirs) and theirs[-1] in set(guids(lab, new, volume)) - before
+
+        wait_until("a scheduled sync from the new primary", synced_after_the_write, timeout=90)
+        copy = policy_copy(lab, other, volume)
+        assert copy is not None and (copy["serial"], copy["from"]) == (2, new)
+        assert copy["policy"]["zflock:replicate-to"] == other
+    bring_back(lab, "node1", volume)
+
+
+def test_stop_tells_the_dropped_targets_and_a_failover_does_not_revive_them(
+    failover_lab: AgentLab,
+) -> None:
+    lab = failover_lab
+    for volume in ("fs", "fw", "fn"):
+        assert lab.cli("create", volume, "--on", "node1").returncode == 0
+    # node3 first, node2 last: node2 holds the newest snapshot of fs and fw.
+    for volume in ("fs", "fw"):
+        r = lab.cli("replicate", volume, "--to", "node3,node2", "--every", "7d")
+        assert r.returncode == 0, r.stderr
+    with one_writable_copy(lab, "fs"), one_writable_copy(lab, "fw"):
+        # --stop --to node3: node3 is told at once (no sync reaches it any more).
+        r = lab.cli("replicate", "fs", "--stop", "--to", "node3", "--json")
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert (info["targets"], info["serial"], info["not_told"]) == (["node2"], 2, {})
+        told = policy_copy(lab, "node3", "fs")
+        assert told is not None and told["serial"] == 2
+        assert told["policy"]["zflock:replicate-to"] == "node2"
+        untold = policy_copy(lab, "node2", "fs")  # no sync since: the old copy
+        assert untold is not None and untold["serial"] == 1
+        # --stop of the whole policy: both targets are told there is none.
+        r = lab.cli("replicate", "fw", "--stop", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["not_told"] == {}
+        for node in ("node2", "node3"):
+            copy = policy_copy(lab, node, "fw")
+            assert copy is not None and (copy["serial"], copy["policy"]) == (2, {})
+        # A target that does not answer cannot be told: named, and its copy stays old.
+        r = lab.cli("replicate", "fn", "--to", "node2,node3", "--every", "7d")
+        assert r.returncode == 0, r.stderr
+        set_link(lab, "node3", up=False)
+        try:
+            r = lab.cli("replicate", "fn", "--stop", "--to", "node3")
+        finally:
+            set_link(lab, "node3", up=True)
+        assert r.returncode == 0, r.stderr
+        assert "could not tell node3" in r.stderr, r.stderr
+        copy = policy_copy(lab, "node3", "fn")
+        assert copy is not None and copy["serial"] == 1
+
+        power_cut(lab, "node1", ["fs", "fw", "fn"])
+        try:
+            fs = failover_when_allowed(lab, "fs")
+            fw = failover_when_allowed(lab, "fw")
+        finally:
+            set_link(lab, "node1", up=True)
+        # fs: node3's copy is the newest (serial 2: targets node2), node2 is promoted, so
+        # no target is left. With node2's old copy (node3,node2) node3 would be back.
+        assert (fs["node"], fs["policy"], fs["policy_from"], fs["policy_serial"]) == (
+            "node2", None, "node3", 3,
+        )  # fmt: skip
+        # fw: no policy stays no policy.
+        assert (fw["node"], fw["policy"], fw["policy_serial"]) == ("node2", None, 3)
+        assert not any("no replication policy" in w for w in fw["warnings"])
+        for volume in ("fs", "fw"):
+            stored = lab.zget("node2", lab.ds("node2", volume), "zflock:replicate-to",
+                              "zflock:policy-serial")  # fmt: skip
+            assert stored == {"zflock:replicate-to": "-", "zflock:policy-serial": "3"}
+    bring_back(lab, "node1", "fs")

@@ -108,6 +108,10 @@ def test_rejoin_keeps_the_diverged_writes_and_catches_up_incrementally(
         assert NEW_MIB << 20 <= report["bytes"] < (BULK_MIB << 20) // 2, report
         kept = report["preserved"]
         assert kept.startswith(f"{lab.ds('node1', VOLUME)}-diverged-"), report
+        # The policy is left alone; the command that would keep node1 is given.
+        assert report["keep_command"] == f"zflock replicate {VOLUME} --to node1 --every INTERVAL"
+        primary_policy = lab.zget("node2", lab.ds("node2", VOLUME), "zflock:replicate-to")
+        assert primary_policy == {"zflock:replicate-to": "-"}
     # The kept dataset: the diverged snapshot, intact, never a copy of the volume.
     assert [guid(lab, "node1", f"{kept}@{s}") for s in snapshots_of(lab, kept)] == [diverged_guid]
     props = lab.zget(

@@ -11,6 +11,7 @@ from zflock.replication.policy import (
     PROP_EVERY,
     PROP_KEEP,
     PROP_KEEP_REPLICA,
+    PROP_POLICY_SERIAL,
     PROP_REPLICATE_TO,
     policy_from_properties,
 )
@@ -81,16 +82,25 @@ def test_a_move_to_a_target_switches_the_direction() -> None:
     assert moved[PROP_REPLICATE_TO] == "node1,node3"
     assert moved[PROP_EVERY] == "30s"
     assert moved[PROP_KEEP] == RULES and moved[PROP_KEEP_REPLICA] == "last=5"
-    # Moving back switches it back: two moves end where they started.
-    assert policy_after_move(moved, "node2", "node1") == props("node2,node3")
+    # Moving back switches it back: two moves end where they started (the serial
+    # counts both changes).
+    assert moved[PROP_POLICY_SERIAL] == "1"
+    assert policy_after_move(moved, "node2", "node1") == {
+        **props("node2,node3"),
+        PROP_POLICY_SERIAL: "2",
+    }
 
 
 def test_no_policy_clears_a_leftover_and_damage_travels_as_it_is() -> None:
-    assert policy_after_move({}, "node1", "node2") == dict.fromkeys(POLICY_PROPERTIES)
+    assert policy_after_move({PROP_POLICY_SERIAL: "4"}, "node1", "node2") == {
+        **dict.fromkeys(POLICY_PROPERTIES),
+        PROP_POLICY_SERIAL: "5",
+    }
     damaged = {PROP_REPLICATE_TO: "node2"}
     assert policy_after_move(damaged, "node1", "node2") == {
         **dict.fromkeys(POLICY_PROPERTIES),
         **damaged,
+        PROP_POLICY_SERIAL: "1",
     }
 
 

@@ -9,7 +9,8 @@ promotes through the same code as a move's destination
 (zflock.move.zfs_destination: the fencing rule re-checks the copy, writes
 `zflock:promoted-by=<id>/<epoch>` first, then epoch, role, writable,
 mounted). Post-cutover hooks run as after a move, and the replication
-policy follows (zflock.replication.schedule.after_move).
+policy follows: the newest copy any answering node holds (highest serial;
+zflock.replication.schedule.policy_after_failover), stored with the promotion.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import asyncssh
 
@@ -36,10 +37,10 @@ from zflock.replication.policy import (
     PROP_KEEP_REPLICA,
     PROP_REPLICATE_TO,
     DamagedPolicy,
+    copy_from_value,
     policy_from_properties,
-    policy_properties,
 )
-from zflock.replication.schedule import policy_after_move
+from zflock.replication.schedule import StoredPolicy, policy_after_failover
 from zflock.rpc import messages as m
 from zflock.rpc.cluster import Cluster
 from zflock.rpc.failover_messages import FailoverPolicy, FailoverReport, FailoverRequest
@@ -144,60 +145,103 @@ def policy_props(info: m.PolicyInfo) -> dict[str, str]:
     return {k: v for k, v in props.items() if v is not None}
 
 
-def carried_policy(
-    copies: Sequence[m.VolumeInfo], unreachable: Sequence[str], target: str
-) -> tuple[dict[str, str], str | None, list[str]]:
-    """The policy properties the promotion carries, the old primary if it can be told,
-    and warnings.
+def stored_policies(copies: Sequence[m.VolumeInfo]) -> tuple[list[StoredPolicy], list[str]]:
+    """Every policy the answering copies hold, with its serial, and warnings for those
+    that cannot be read (left out: a damaged copy is never taken for "no policy").
 
-    The policy lives on the primary; the newest one a reachable copy still carries
-    (highest epoch) is taken. The promotion stores it as a move's does
-    (zflock.replication.schedule.policy_after_move, in the promoted-by write): the new
-    primary keeps the other targets, and the old primary replaces it among them, to be
-    kept as a replica again once it has rejoined. When the old primary cannot be told,
-    the new primary only leaves its own name out. None found: {} (a leftover policy of
-    the new primary's own past is removed: it would name the wrong targets)."""
-    warnings = []
-    for c in sorted(copies, key=lambda c: (-c.epoch, c.node)):
+    A replica's copy of its primary's policy (`policy_copy`, sent with every sync),
+    and a copy's own policy properties (a primary's leftover from before it was
+    demoted: the policy as it was then, at its serial)."""
+    stored, warnings = [], []
+    for c in copies:
+        if c.policy_copy is not None:
+            try:
+                copy = copy_from_value(c.policy_copy)
+                policy_from_properties(copy.properties)
+            except DamagedPolicy as exc:
+                warnings.append(f"the policy copy on {c.node} is unreadable ({exc}); not used")
+            else:
+                stored.append(StoredPolicy(c.node, copy.serial, dict(copy.properties),
+                                           copy.sender, copy.sent_at))  # fmt: skip
         if c.policy_error:
             warnings.append(f"the policy on {c.node} is damaged ({c.policy_error}); not used")
-            continue
-        if c.policy is None or not c.policy.targets:
-            continue
-        props = policy_props(c.policy)
-        try:
-            policy = policy_from_properties(props)
-        except DamagedPolicy as exc:
-            warnings.append(f"the policy on {c.node} is unreadable ({exc}); not used")
-            continue
-        assert policy is not None
-        old = rule.old_primary(unreachable, policy.targets)
-        if old is None:
-            kept = tuple(t for t in policy.targets if t != target)
-            values = policy_properties(replace(policy, targets=kept))
-            props = {k: v for k, v in values.items() if v is not None}
-        return props, old, warnings
-    warnings.append(
-        "no replication policy on any reachable copy (it was on the old primary only): "
-        "set it again with `zflock replicate --to NODE --every INTERVAL`"
-    )
-    return {}, None, warnings
+        elif c.policy is not None and c.policy.targets:
+            stored.append(StoredPolicy(c.node, c.policy_serial or 0, policy_props(c.policy)))
+        elif c.policy_serial is not None:  # it had removed its policy at this serial
+            stored.append(StoredPolicy(c.node, c.policy_serial, {}))
+    return stored, warnings
 
 
-def report_policy(props: dict[str, str], old: str | None, target: str) -> FailoverPolicy | None:
-    """What the new primary stores, by the same function its promotion applies."""
-    try:
-        policy = policy_from_properties(policy_after_move(dict(props), old or "", target))
-    except DamagedPolicy:
-        return None
-    if policy is None:
-        return None
-    return FailoverPolicy(
-        targets=list(policy.targets),
-        every=None if policy.every is None else format_duration(policy.every),
-        keep=policy.keep.text(),
-        keep_replica=policy.keep_replica.text(),
-    )
+@dataclass(frozen=True)
+class CarriedPolicy:
+    """The policy a failover's promotion carries, and what the report says of it."""
+
+    properties: dict[str, str]  # as PromoteRequest.policy: the promotion adds one to the serial
+    report: FailoverPolicy | None
+    source: str | None  # the node whose copy was adopted
+    serial: int | None  # the serial the new primary stores
+    old_primary: str | None
+    warnings: list[str]
+
+
+def carried_policy(
+    copies: Sequence[m.VolumeInfo], unreachable: Sequence[str], target: str
+) -> CarriedPolicy:
+    """The newest policy any answering copy holds (highest serial), as the new primary
+    keeps it (zflock.replication.schedule.policy_after_failover): without itself among
+    the targets, the dead old primary never added (it comes back stale: rejoin, then
+    add it with `zflock replicate`)."""
+    stored, warnings = stored_policies(copies)
+    adopted = policy_after_failover(stored, target)
+    source = adopted.source
+    old = None
+    if source is not None and source.sender in unreachable:
+        old = source.sender  # the primary that sent the newest copy is the one gone
+    elif adopted.policy is not None:
+        old = rule.old_primary(unreachable, (*adopted.policy.targets, target))
+    asked_not = [n for n in unreachable if n != old]
+    if source is None:
+        warnings.append(
+            "no replication policy on any reachable copy: set it again with "
+            "`zflock replicate VOLUME --to NODE --every INTERVAL` if the volume had one"
+        )
+    elif asked_not:
+        warnings.append(
+            f"could not ask {', '.join(asked_not)} for its copy of the replication policy: "
+            f"a newer one may be there (adopted serial {source.serial} from {source.node})"
+        )
+    if source is not None and source.sender is not None:
+        warnings.extend(_stale_copy_warning(source))
+    report = None
+    if adopted.policy is not None:
+        p = adopted.policy
+        every = None if p.every is None else format_duration(p.every)
+        report = FailoverPolicy(list(p.targets), every, p.keep.text(), p.keep_replica.text())
+    return CarriedPolicy(
+        properties=adopted.properties, report=report,
+        source=None if source is None else source.node,
+        serial=None if source is None else source.serial + 1,
+        old_primary=old, warnings=warnings,
+    )  # fmt: skip
+
+
+def _stale_copy_warning(source: StoredPolicy) -> list[str]:
+    """The --stop limit (docs/failover.md): a target dropped while it was unreachable
+    keeps its old copy; a copy not refreshed for longer than its own interval promises
+    may be such a one (or its syncs were failing): said, never decided on."""
+    policy = policy_from_properties(source.properties)
+    if policy is None or policy.every is None or source.sent_at is None:
+        return []
+    age = time.time() - source.sent_at
+    if age <= 3 * policy.every + 60:
+        return []
+    return [
+        f"the adopted policy copy (from {source.node}, serial {source.serial}) was last "
+        f"refreshed {format_duration(int(age))} ago although it replicated every "
+        f"{format_duration(policy.every)}: the old primary may have changed or stopped it "
+        "since (a target unreachable during `zflock replicate --stop` keeps its old copy); "
+        "check it with `zflock ls` and set it again"
+    ]
 
 
 class Failover:
@@ -236,10 +280,9 @@ class Failover:
             if isinstance(plan, rule.Refusal):
                 raise FailoverRefused(refusal_text(plan, got.errors))
             view = next(v for v in got.situation.views if v.id == plan.volume_id)
-            policy, old, warnings = carried_policy(
-                view.copies, got.situation.unreachable, self.config.node
-            )
-            promotion, move_id = await self._promote(name, plan, old, post, policy)
+            carried = carried_policy(view.copies, got.situation.unreachable, self.config.node)
+            old = carried.old_primary
+            promotion, move_id = await self._promote(name, plan, old, post, carried.properties)
             promoted_at = time.time()
         report = FailoverReport(
             volume=name, volume_id=plan.volume_id, node=self.config.node, epoch=plan.epoch,
@@ -251,8 +294,8 @@ class Failover:
             ),
             unreachable=list(plan.unreachable), old_primary=old, move_id=move_id,
             seconds=round(time.monotonic() - started, 3), forced=list(plan.forced),
-            policy=report_policy(policy, old, self.config.node),
-            hook_errors=promotion.hook_errors, warnings=[*plan.warnings, *warnings],
+            policy=carried.report, policy_from=carried.source, policy_serial=carried.serial,
+            hook_errors=promotion.hook_errors, warnings=[*plan.warnings, *carried.warnings],
         )  # fmt: skip
         log.warning(
             "failed over to this node at epoch %d (snapshot %s, loss window %s s, forced: %s)",

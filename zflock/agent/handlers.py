@@ -73,7 +73,8 @@ class Handlers:
         self.links = LinkServices(config, zfs, self.volumes, lambda: self.peer_key, observer)
         self.moves = Moves(self.links, locks, self.jobs)
         self.names = Names(config, zfs, self.volumes, locks, lambda: self.peer_key)
-        self.policies = Policies(config, zfs, self.volumes, locks)
+        self.policies = Policies(config, zfs, self.volumes, locks, lambda: self.peer_key)
+        self.pruning = ReplicaPruning(config, zfs, locks)
 
     def table(self) -> dict[str, Callable[[Any, Call], Awaitable[Any]]]:
         return {
@@ -93,7 +94,8 @@ class Handlers:
             "move": self.move,
             "promote_replica": self.promote_replica,
             "resolve_move": self.resolve_move,
-            "prune_replica": ReplicaPruning(self.config, self.zfs, self.locks).prune_replica,
+            "prune_replica": self.pruning.prune_replica,
+            "store_policy_copy": self.pruning.store_policy_copy,
         }
 
     async def node_info(self, args: m.Empty, call: Call) -> m.NodeInfo:

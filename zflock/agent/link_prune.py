@@ -6,23 +6,32 @@ bases the primary must protect; the node's `[replication]` defaults and no
 targets when the volume has none), and gives the pruning a way to ask every
 other target for its replica's state over its own short connection: a target
 that does not answer in time counts as not asked, which keeps more, never less.
+
+The request that asks the peer to prune also gives it the primary's policy and
+its serial, read in the same `zfs get`, for the copy the replica keeps
+(agent/prune_replica.py; docs/failover.md): no round trip of its own. A peer
+too old to know the field refuses the request as a whole (the codec is strict);
+it is then asked again without it, and keeps no copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncssh
 
+from zflock.agent.policies import policy_sent
 from zflock.cluster.config import AgentConfig, load_inventory
 from zflock.errors import ZflockError
-from zflock.replication.endpoint import PrunableReplica, SourceIdentity
-from zflock.replication.model import ReplicaInfo
+from zflock.replication.endpoint import PrunableReplica, PruneAnswer, PruneRequest, SourceIdentity
+from zflock.replication.model import ReplicaInfo, SnapRef
 from zflock.replication.policy import (
     POLICY_PROPERTIES,
+    PROP_POLICY_SERIAL,
     defaults_from_config,
     policy_from_properties,
 )
@@ -35,7 +44,9 @@ from zflock.replication.pruning import (
 )
 from zflock.replication.zfs_endpoint import ZfsSender
 from zflock.rpc.client import AgentClient
-from zflock.rpc.replica import RemoteReceiver
+from zflock.rpc.errors import RemoteError
+from zflock.rpc.prune_messages import PolicySent, PruneReplica, ReplicaPruned
+from zflock.rpc.replica import RemoteReceiver, prune_answer
 from zflock.zfs import Zfs
 
 log = logging.getLogger("zflock.agent.link")
@@ -47,7 +58,11 @@ ASK_TIMEOUT = 10.0
 
 async def prune_rules(config: AgentConfig, zfs: Zfs, volume: str) -> PruneRules:
     """The volume's keep rules and targets, or the node's defaults with no targets."""
-    policy = policy_from_properties(await zfs.get(config.dataset(volume), POLICY_PROPERTIES))
+    return rules_of(config, await zfs.get(config.dataset(volume), POLICY_PROPERTIES))
+
+
+def rules_of(config: AgentConfig, props: Mapping[str, str | None]) -> PruneRules:
+    policy = policy_from_properties(props)
     if policy is None:
         defaults = defaults_from_config(config)
         return PruneRules(defaults.keep, defaults.keep_replica, None)
@@ -82,7 +97,8 @@ async def prune_after_cycle(
     the volume's lock and has the connection to `peer` open in `receiver`)."""
     volume = identity.volume
     try:
-        rules = await prune_rules(config, zfs, volume)
+        props = await zfs.get(config.dataset(volume), (*POLICY_PROPERTIES, PROP_POLICY_SERIAL))
+        rules = rules_of(config, props)
     except ZflockError as exc:  # a damaged policy: no rules to follow, so nothing goes
         log.warning("not pruning: %s", exc, extra={"volume": volume})
         why = f"not pruned: {exc}"
@@ -93,6 +109,8 @@ async def prune_after_cycle(
         for target in rules.targets or ():
             if target not in (peer, config.node):
                 others[target] = state_asker(config, own_key, volume, target)
+    if isinstance(receiver, RemoteReceiver):
+        receiver = WithPolicy(receiver, policy_sent(props))
     report = await prune_after_sync(
         sender,
         receiver,
@@ -105,3 +123,43 @@ async def prune_after_cycle(
     for error in report.errors:
         log.warning("pruning: %s", error, extra={"volume": volume})
     return report
+
+
+class WithPolicy:
+    """The peer's replica, pruned with the primary's policy in the same request."""
+
+    def __init__(self, remote: RemoteReceiver, policy: PolicySent) -> None:
+        self.remote = remote
+        self.policy = policy
+
+    async def state(self) -> ReplicaInfo:
+        return await self.remote.state()
+
+    async def prune(self, source: SourceIdentity, request: PruneRequest) -> PruneAnswer:
+        args = PruneReplica(
+            source=source, keep=request.keep, now=request.now,
+            source_snapshots=list(request.source_snapshots), destroy=list(request.destroy),
+            policy=self.policy,
+        )  # fmt: skip
+        try:
+            pruned: ReplicaPruned = await self.remote.client.call("prune_replica", args)
+        except RemoteError as exc:
+            if "unknown field 'policy'" not in exc.remote_message:
+                raise
+            # An older agent: prune as it knows how; it keeps no copy of the policy.
+            legacy = LegacyPruneReplica(source, request.keep, request.now,
+                                        args.source_snapshots, args.destroy)  # fmt: skip
+            pruned = await self.remote.client.call("prune_replica", legacy)
+        return prune_answer(pruned)
+
+
+@dataclass(frozen=True)
+class LegacyPruneReplica:
+    """PruneReplica as agents before the policy copy decode it (no `policy` field, not
+    even null: their codec refuses unknown fields)."""
+
+    source: SourceIdentity
+    keep: str
+    now: float
+    source_snapshots: list[SnapRef] = field(default_factory=list)
+    destroy: list[SnapRef] = field(default_factory=list)

@@ -1,9 +1,15 @@
-"""The `prune_replica` operation: this node's replica prunes itself when its primary asks.
+"""The `prune_replica` operation: this node's replica prunes itself when its primary asks,
+and keeps the copy of the primary's replication policy that came with the request;
+`store_policy_copy`: that copy alone (a target `zflock replicate --stop` drops).
 
 Registered in Handlers.table(). The request is checked under the volume's lock
 against this node's own state (replication/zfs_prune.prune_replica): a peer
 can ask, never order, and a request for a snapshot this node's own rules keep
-is refused whole, with nothing destroyed.
+is refused whole, with nothing destroyed. The policy copy is stored only for a
+sender the receive rules accept as this replica's primary, in one property
+(`zflock:policy-copy`, one `zfs set`: atomic), and never acted upon here: the
+scheduler runs primaries' policies only, and a failover adopts the newest copy
+(docs/failover.md).
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ import logging
 
 from zflock.agent.locks import VolumeLocks
 from zflock.cluster.config import AgentConfig
+from zflock.replication.endpoint import SourceIdentity
+from zflock.replication.policy import PROP_POLICY_COPY, PolicyCopy, copy_value
 from zflock.replication.zfs_endpoint import ZfsReceiver
-from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned
+from zflock.rpc import messages as m
+from zflock.rpc.prune_messages import PolicySent, PruneReplica, ReplicaPruned, StorePolicyCopy
 from zflock.rpc.replica import prune_request, replica_pruned
 from zflock.zfs import Zfs, validate_component
 
@@ -26,13 +35,17 @@ class ReplicaPruning:
         self.zfs = zfs
         self.locks = locks
 
+    def _receiver(self, name: str) -> ZfsReceiver:
+        config = self.config
+        return ZfsReceiver(self.zfs, config.dataset(name), config.mountpoint(name), config.node)
+
     async def prune_replica(self, args: PruneReplica, call: object) -> ReplicaPruned:
         name = validate_component(args.source.volume, "volume name")
-        receiver = ZfsReceiver(
-            self.zfs, self.config.dataset(name), self.config.mountpoint(name), self.config.node
-        )
+        receiver = self._receiver(name)
         async with self.locks.hold(name, "prune replica", wait=False):
             answer = await receiver.prune(args.source, prune_request(args))
+            if args.policy is not None:  # the sender passed the receive checks in prune
+                await self._store(name, args.source, args.policy)
         if answer.destroyed:
             log.info(
                 "pruned %d snapshot(s) as %s asked",
@@ -41,3 +54,21 @@ class ReplicaPruning:
                 extra={"volume": name},
             )
         return replica_pruned(answer)
+
+    async def store_policy_copy(self, args: StorePolicyCopy, call: object) -> m.Empty:
+        name = validate_component(args.source.volume, "volume name")
+        receiver = self._receiver(name)
+        async with self.locks.hold(name, "store the policy copy", wait=False):
+            # The rules of a receive: this volume id, a replica, an epoch not above the
+            # sender's (a fenced former primary cannot plant an old policy). No copy of
+            # the volume here: nothing a failover could promote, nothing to keep.
+            if await receiver._check(args.source, may_be_absent=True) is None:
+                return m.Empty()
+            await self._store(name, args.source, args.policy)
+        log.info("kept %s's policy (serial %d)", args.source.node, args.policy.serial,
+                 extra={"volume": name})  # fmt: skip
+        return m.Empty()
+
+    async def _store(self, name: str, source: SourceIdentity, sent: PolicySent) -> None:
+        copy = PolicyCopy(sent.serial, source.node, sent.sent_at, dict(sent.policy))
+        await self.zfs.set(self.config.dataset(name), {PROP_POLICY_COPY: copy_value(copy)})

@@ -30,7 +30,7 @@ from zflock.cluster.ownership import (
 from zflock.errors import ZflockError
 from zflock.move.marker import PROP_MOVE
 from zflock.replication.naming import parse_snapshot_name, snapshot_name
-from zflock.replication.policy import POLICY_PROPERTIES
+from zflock.replication.policy import POLICY_PROPERTIES, PROP_POLICY_COPY, PROP_POLICY_SERIAL
 from zflock.replication.zfs_prune import release_base_holds
 from zflock.rpc.messages import Destroyed, SnapshotInfo, VolumeInfo
 from zflock.zfs import (
@@ -57,6 +57,8 @@ LIST_PROPERTIES = (
     PROP_MOVE,
     PROP_STALE,
     PROP_FENCED,
+    PROP_POLICY_SERIAL,
+    PROP_POLICY_COPY,
 )
 
 
@@ -190,6 +192,8 @@ class Volumes:
             fenced=p.get(PROP_FENCED) or None,
             policy=policy,
             policy_error=policy_error,
+            policy_serial=parse_int(p.get(PROP_POLICY_SERIAL)),
+            policy_copy=p.get(PROP_POLICY_COPY) or None,
         )
 
     async def ownership(self, name: str) -> Ownership:

@@ -74,8 +74,10 @@ def failover_command(
 
     --json prints: volume, volume_id, node, epoch, snapshot, snapshot_guid,
     snapshot_time, promoted_at, loss_window_s, unreachable, old_primary, move_id,
-    seconds, forced, policy (targets, every, keep, keep_replica; or null),
-    hook_errors, warnings.
+    seconds, forced, policy (the policy the new primary keeps: targets, every,
+    keep, keep_replica; or null), policy_from (the node whose copy of the
+    policy was adopted: the highest serial among the answering nodes; or
+    null), policy_serial (the serial stored with it), hook_errors, warnings.
     """
     name = validate_volume(volume)
     c = load_cluster(cluster, identity, timeout)
@@ -101,12 +103,16 @@ def failover_command(
         f"could not ask: {', '.join(report.unreachable) or 'none'}; took {report.seconds:.2f} s",
         markup=False,
     )
+    came = (
+        f" (adopted from {report.policy_from}'s copy, stored as serial {report.policy_serial})"
+        if report.policy_from
+        else ""
+    )
     if report.policy is not None:
         every = f" every {report.policy.every}" if report.policy.every else ""
-        console.print(
-            f"replication: {', '.join(report.policy.targets) or 'no targets'}{every}",
-            markup=False,
-        )
+        console.print(f"replication: {', '.join(report.policy.targets)}{every}{came}", markup=False)
+    else:
+        console.print(f"replication: no policy{came}", markup=False)
     for forced in report.forced:
         warn(f"forced: {forced}")
     for message in [*report.warnings, *report.hook_errors]:

@@ -14,18 +14,32 @@ from zflock.cli.common import (
     load_cluster,
     print_json,
     run,
+    to_jsonable,
     views_of,
     warn,
 )
 from zflock.cli.volumes import validate_volume
 from zflock.cluster.config import validate_node_name
 from zflock.errors import UsageError, ZflockError
+from zflock.rpc import messages as m
 from zflock.rpc.cluster import Cluster
 from zflock.rpc.selffence_messages import Rejoin, RejoinReport
 from zflock.units import format_bytes
 
 
-async def _rejoin(c: Cluster, name: str, node: str, discard: bool, reseed: bool) -> RejoinReport:
+def keep_command(name: str, node: str, primary: m.VolumeInfo | None) -> str | None:
+    """The command that keeps the rejoined copy fresh, unless the primary's policy already
+    lists it: a rejoin never changes the policy (docs/failover.md)."""
+    policy = primary.policy if primary is not None else None
+    if policy is not None and node in policy.targets:
+        return None
+    every = policy.every if policy is not None and policy.every else "INTERVAL"
+    return f"zflock replicate {name} --to {node} --every {every}"
+
+
+async def _rejoin(
+    c: Cluster, name: str, node: str, discard: bool, reseed: bool
+) -> tuple[RejoinReport, str | None]:
     views, unreachable = views_of(await collect_copies(c, [name]))
     if node in {r.node for r in unreachable}:
         raise ZflockError(f"node {node} does not answer; it must be reachable to rejoin")
@@ -39,7 +53,8 @@ async def _rejoin(c: Cluster, name: str, node: str, discard: bool, reseed: bool)
         raise UsageError(f"{node} holds the primary of {name}; rejoin a stale copy or a replica")
     args = Rejoin(name=name, primary=view.primary, discard_diverged=discard, reseed=reseed)
     report: RejoinReport = await c.call(node, "rejoin", args)
-    return report
+    primary = next((x for x in view.copies if x.node == view.primary), None)
+    return report, keep_command(name, node, primary)
 
 
 @app.command("rejoin")
@@ -76,15 +91,19 @@ def rejoin_command(
     --reseed keeps the whole old copy renamed aside and copies the volume in
     full. Exit 1 when refused or failed, 2 on bad usage.
 
+    The primary's replication policy is not changed: when it does not list
+    NODE, the command that would (`zflock replicate VOLUME --to NODE --every
+    ...`) is printed.
+
     --json prints: volume, node, primary, epoch, common, preserved, discarded,
-    mode, bytes, seconds, warnings.
+    mode, bytes, seconds, warnings, keep_command (that command, or null).
     """
     name = validate_volume(volume)
     c = load_cluster(cluster, identity, timeout)
     target = c.inventory.node(validate_node_name(node)).name
-    report = run(_rejoin(c, name, target, discard_diverged, reseed))
+    report, keep = run(_rejoin(c, name, target, discard_diverged, reseed))
     if json_out:
-        print_json(report)
+        print_json({**to_jsonable(report), "keep_command": keep})
         return
     base = f"from @{report.common}" if report.common else "in full"
     console.print(
@@ -97,5 +116,11 @@ def rejoin_command(
         console.print(f"diverged data kept in {report.preserved}", markup=False)
     if report.discarded:
         warn(f"discarded: {', '.join(report.discarded)}")
+    if keep is not None:
+        console.print(
+            f"{report.node} is not a target of {report.volume}'s replication policy; to keep "
+            f"it fresh: {keep}",
+            markup=False,
+        )
     for message in report.warnings:
         warn(message)

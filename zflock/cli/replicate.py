@@ -96,7 +96,10 @@ def replicate_command(
     --json prints: volume, source, destination, snapshot, guid, up_to_date,
     steps (kind, snapshot, base, bytes, seconds), bytes, seconds, warnings;
     with --every, {"policy": {volume, node, targets, every, keep,
-    keep_replica}, "syncs": [those]}; with --stop, the policy left.
+    keep_replica, serial, not_told}, "syncs": [those]}; with --stop, the
+    policy left, its serial, and not_told: the dropped targets that could not be
+    told at once (node: why; they keep their old copy of the policy, which a
+    failover could adopt: docs/failover.md).
     """
     name = validate_volume(volume)
     if stop or every is not None:
@@ -206,6 +209,12 @@ def _policy_command(
             f"{name}: replicated from {info.node} to {','.join(info.targets)} every "
             f"{info.every}; keep {info.keep!r}, on replicas {info.keep_replica!r}",
             markup=False,
+        )
+    for node, why in sorted(info.not_told.items()):
+        warn(
+            f"{name}: could not tell {node} that it is no longer a target ({why}): its copy "
+            "of the policy stays the old one, which a failover adopting only from it revives "
+            f"(docs/failover.md); run the --stop again once {node} answers"
         )
     for report in reports:
         for warning in report.warnings:

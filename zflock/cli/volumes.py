@@ -160,7 +160,9 @@ def ls_command(
     stale (a stale copy's "<epoch>/<reason>/<move id>", or null: docs/move.md),
     policy (the replication policy stored on the copy: volume, node, targets,
     every, keep, keep_replica; or null), policy_error (why a damaged policy
-    cannot be read, or null), replication (null on the primary; on a
+    cannot be read, or null), policy_serial (its zflock:policy-serial, or
+    null), policy_copy (on a replica, the copy of its primary's policy kept
+    for a failover, as stored: never acted upon; or null), replication (null on the primary; on a
     replica: lag_s, how far behind the primary's data its newest snapshot
     is, or null without one; state, "ok", "behind", "failing" or "stale";
     last_error, the primary's last failed run to it, or null; failures in

@@ -9,7 +9,16 @@ is read back after an agent restart and travels with the volume:
     zflock:keep           keep rules on the primary (retention.py grammar)
     zflock:keep-replica   keep rules on the replicas
 
-A volume with none of them has no policy. A volume with some but not all,
+    zflock:policy-serial  the policy's serial: one up at every change (set, stop, a
+                          move's or a failover's carried policy); kept when the
+                          policy is removed, so "no policy" is ordered too
+    zflock:policy-copy    on a replica only: the copy of its primary's policy the
+                          primary sent with its last sync (or --stop), with that
+                          serial, one property (one atomic `zfs set`). Never
+                          acted upon: a failover adopts the newest copy
+                          (schedule.policy_after_failover)
+
+A volume with none of the first four has no policy. A volume with some but not all,
 or with a value that does not parse, has a DAMAGED policy: that is an error
 naming the property, never read as "no policy" (which would silently stop
 keeping its replicas, or prune by rules nobody set).
@@ -21,8 +30,9 @@ value (ZFS allows up to 8191 bytes) and reads back unchanged.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from zflock.cluster.config import (
     DEFAULT_KEEP,
@@ -40,6 +50,8 @@ PROP_EVERY = "zflock:every"
 PROP_KEEP = "zflock:keep"
 PROP_KEEP_REPLICA = "zflock:keep-replica"
 POLICY_PROPERTIES = (PROP_REPLICATE_TO, PROP_EVERY, PROP_KEEP, PROP_KEEP_REPLICA)
+PROP_POLICY_SERIAL = "zflock:policy-serial"
+PROP_POLICY_COPY = "zflock:policy-copy"
 
 # Below a second a schedule is a hot loop; beyond a week it is not
 # "continuous" any more (and more likely a typo: 30d for 30s).
@@ -248,3 +260,56 @@ def policy_from_properties(props: Mapping[str, str | None]) -> ReplicationPolicy
     if len(set(targets)) != len(targets) or len(targets) > MAX_TARGETS:
         raise DamagedPolicy(f"damaged replication policy: {PROP_REPLICATE_TO}: bad target list")
     return policy
+
+
+# -- the serial, and a replica's copy of its primary's policy ------------------------
+
+
+def policy_serial(value: str | None) -> int:
+    """A stored serial; absent (a policy set before serials existed) or unreadable: 0,
+    the lowest, so any serialed copy is taken for newer."""
+    try:
+        serial = int(value or "0")
+    except ValueError:
+        return 0
+    return max(serial, 0)
+
+
+@dataclass(frozen=True)
+class PolicyCopy:
+    """A replica's copy of its primary's policy (`zflock:policy-copy`).
+
+    `properties` are the policy's properties as the primary stores them, without
+    None ({} = the primary had no policy); `sender` the primary that sent it and
+    `sent_at` when (its unix clock).
+    """
+
+    serial: int
+    sender: str
+    sent_at: float
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+def copy_value(copy: PolicyCopy) -> str:
+    """The property value storing `copy`: compact JSON, a few hundred bytes at most."""
+    policy = {k: v for k, v in sorted(copy.properties.items()) if k in POLICY_PROPERTIES}
+    body = {"serial": copy.serial, "from": copy.sender, "at": round(copy.sent_at, 3),
+            "policy": policy}  # fmt: skip
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def copy_from_value(text: str) -> PolicyCopy:
+    """Read a stored copy back; DamagedPolicy when it is not one this code wrote."""
+    try:
+        body = json.loads(text)
+        serial, sender, at, policy = body["serial"], body["from"], body["at"], body["policy"]
+    except (ValueError, TypeError, KeyError):
+        raise DamagedPolicy(f"damaged policy copy {PROP_POLICY_COPY}={text[:60]!r}") from None
+    ok = (
+        isinstance(serial, int) and serial >= 0 and isinstance(sender, str)
+        and isinstance(at, int | float) and isinstance(policy, dict)
+        and all(k in POLICY_PROPERTIES and isinstance(v, str) for k, v in policy.items())
+    )  # fmt: skip
+    if not ok:
+        raise DamagedPolicy(f"damaged policy copy {PROP_POLICY_COPY}={text[:60]!r}")
+    return PolicyCopy(serial, sender, float(at), dict(policy))

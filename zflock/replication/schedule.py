@@ -45,10 +45,12 @@ from typing import Literal
 
 from zflock.replication.policy import (
     POLICY_PROPERTIES,
+    PROP_POLICY_SERIAL,
     DamagedPolicy,
     ReplicationPolicy,
     policy_from_properties,
     policy_properties,
+    policy_serial,
 )
 
 
@@ -236,16 +238,66 @@ def policy_after_move(
     result: a value to set, or None to remove. No policy stays no policy (a
     leftover from the new primary's own past is removed); a damaged one
     travels as it is, so it is shown damaged there too, never read as none;
-    a sound one gets `after_move`: the direction switches.
+    a sound one gets `after_move`: the direction switches. The serial
+    (`zflock:policy-serial`, 0 when not carried) goes one up: a carried policy
+    is a change, ordered after every copy the old primary sent.
     """
     present = {p: props.get(p) for p in POLICY_PROPERTIES}
+    serial = {PROP_POLICY_SERIAL: str(policy_serial(props.get(PROP_POLICY_SERIAL)) + 1)}
     try:
         policy = policy_from_properties(present)
     except DamagedPolicy:
-        return present
+        return {**present, **serial}
     if policy is None:
-        return dict.fromkeys(POLICY_PROPERTIES)
-    return policy_properties(after_move(policy, old_primary, new_primary))
+        return {**dict.fromkeys(POLICY_PROPERTIES), **serial}
+    return {**policy_properties(after_move(policy, old_primary, new_primary)), **serial}
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    """A policy an answering node holds for a volume: a replica's copy of its primary's
+    (`sender` set), or a copy's own live policy (a leftover of its days as primary)."""
+
+    node: str
+    serial: int
+    properties: Mapping[str, str]  # POLICY_PROPERTIES without None; {}: no policy
+    sender: str | None = None  # the primary that sent this copy; None: the node's own
+    sent_at: float | None = None  # when (unix s, the sender's clock)
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """What a failover's promotion stores: `properties` as a move carries them (the
+    four, and the serial of the copy adopted: the promotion adds one)."""
+
+    properties: dict[str, str]
+    policy: ReplicationPolicy | None  # the new primary's policy; None: none
+    source: StoredPolicy | None  # the copy adopted; None: no answering node had any
+
+
+def policy_after_failover(stored: Sequence[StoredPolicy], new_primary: str) -> Adopted:
+    """The policy the promoted replica keeps after a failover (docs/failover.md).
+
+    The copy with the highest serial wins (ties, which are the same change: a
+    replica's copy before a leftover, then the one sent last, then by node name).
+    Its targets lose the new primary; nobody is added (the dead old primary comes
+    back stale and is kept again only once it rejoins and an operator adds it). No
+    targets left, or no policy in the copy: no policy. A copy whose policy does not
+    parse is left out by the caller.
+    """
+    if not stored:
+        return Adopted({}, None, None)
+    best = max(stored, key=lambda s: (s.serial, s.sender is not None, s.sent_at or 0, s.node))
+    serial = {PROP_POLICY_SERIAL: str(best.serial)}
+    policy = policy_from_properties(best.properties)
+    if policy is not None:
+        kept = tuple(t for t in policy.targets if t != new_primary)
+        policy = replace(policy, targets=kept) if kept else None
+    if policy is None:
+        return Adopted(serial, None, best)
+    values = policy_properties(policy)
+    props = {k: v for k, v in values.items() if v is not None}
+    return Adopted({**props, **serial}, policy, best)
 
 
 # -- how far behind a replica is (for `zflock ls`) ---------------------------------
@@ -280,6 +332,7 @@ def lag_state(lag: float | None, every: float | None, failures: int) -> LagState
     if every is None:
         return "ok" if lag == 0 else "behind"
     return "ok" if lag <= 2 * every else "behind"
+
 
 # -- how late runs start (for `zflock status` and the scale benchmark) ------------
 

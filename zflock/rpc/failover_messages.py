@@ -52,5 +52,7 @@ class FailoverReport:
     seconds: float  # asking, promoting, mounting and the post-cutover hooks
     forced: list[str] = field(default_factory=list)  # what --force overrode
     policy: FailoverPolicy | None = None
+    policy_from: str | None = None  # the node whose copy of the policy was adopted
+    policy_serial: int | None = None  # the serial the new primary stores it with
     hook_errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -14,7 +14,7 @@ from zflock.move.endpoint import PromoteRequest, Promotion
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.model import SnapRef
 from zflock.rpc.failover_messages import FailoverReport, FailoverRequest
-from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned
+from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned, StorePolicyCopy
 from zflock.rpc.schedule_messages import ScheduleList
 from zflock.rpc.selffence_messages import LeaseStatus, Ping, Pong, Rejoin, RejoinReport
 
@@ -73,6 +73,8 @@ class VolumeInfo:
     # why it cannot be read (a damaged policy is shown, never taken for none).
     policy: PolicyInfo | None = None
     policy_error: str | None = None
+    policy_serial: int | None = None  # zflock:policy-serial (the policy's, or none's)
+    policy_copy: str | None = None  # zflock:policy-copy: a replica's copy of its primary's
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,10 @@ class PolicyInfo:
     every: str | None  # None: no schedule
     keep: str | None
     keep_replica: str | None = None
+    serial: int | None = None  # zflock:policy-serial after the change
+    # --stop: the dropped targets that could not be told (node: why); their copy of
+    # the policy stays the old one (docs/failover.md)
+    not_told: dict[str, str] = field(default_factory=dict)
 
 
 OPERATIONS: dict[str, tuple[type, type]] = {
@@ -376,6 +382,7 @@ OPERATIONS: dict[str, tuple[type, type]] = {
     "set_policy": (SetPolicy, PolicyInfo),
     "schedules": (Empty, ScheduleList),  # rpc/schedule_messages.py
     "prune_replica": (PruneReplica, ReplicaPruned),  # rpc/prune_messages.py
+    "store_policy_copy": (StorePolicyCopy, Empty),
     "ping": (Ping, Pong),  # rpc/selffence_messages.py
     "lease_status": (Empty, LeaseStatus),
     "rejoin": (Rejoin, RejoinReport),
