@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +35,22 @@ from zflock.agent.link import ReplicationLink
 from zflock.agent.locks import VolumeBusy, VolumeLocks
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, load_inventory
-from zflock.cluster.ownership import ROLE_PRIMARY
-from zflock.errors import ZflockError
+from zflock.cluster.ownership import (
+    ROLE_PRIMARY,
+    ZFLOCK_PROPERTIES,
+    NotManaged,
+    ownership_from_properties,
+)
 from zflock.events import NO_OBSERVER, Observer, ScheduleLate
-from zflock.replication.policy import ReplicationPolicy, parse_every, parse_targets
-from zflock.replication.retention import parse_keep
+from zflock.move.marker import PROP_MOVE
+from zflock.replication.policy import (
+    POLICY_PROPERTIES,
+    DamagedPolicy,
+    ReplicationPolicy,
+    policy_from_properties,
+)
 from zflock.replication.schedule import (
+    LatenessLog,
     Link,
     LinkKey,
     after_run,
@@ -52,6 +62,7 @@ from zflock.replication.schedule import (
 )
 from zflock.rpc import messages as m
 from zflock.rpc.schedule_messages import LastResult, ScheduleInfo, ScheduleList
+from zflock.zfs import Dataset
 
 log = logging.getLogger("zflock.agent.scheduler")
 
@@ -92,21 +103,35 @@ class LastRun:
     kind: str | None = None
 
 
-def _policy_of(copy: m.VolumeInfo) -> ReplicationPolicy | None:
-    """The continuous policy of a copy this node schedules, or None."""
-    info = copy.policy
-    if copy.role != ROLE_PRIMARY or info is None or info.every is None or copy.move:
-        return None  # not ours to send, no schedule, or a move holds it
-    try:
-        return ReplicationPolicy(
-            targets=parse_targets(",".join(info.targets)),
-            every=parse_every(info.every),
-            keep=parse_keep(info.keep or ""),
-            keep_replica=parse_keep(info.keep_replica or ""),
-        )
-    except ZflockError as exc:  # a policy listed is already validated; be safe anyway
-        log.warning("unreadable policy: %s", exc, extra={"volume": copy.name})
-        return None
+# What a rescan reads of each copy: its ownership, its policy and a move's marker.
+SCHEDULE_PROPERTIES = (*ZFLOCK_PROPERTIES, *POLICY_PROPERTIES, PROP_MOVE)
+
+
+def scheduled_policies(root: str, listed: Sequence[Dataset]) -> dict[str, ReplicationPolicy]:
+    """The continuous policy of each copy under `root` that this node schedules.
+
+    A copy is scheduled here when it is a zflock primary, not held by a move, with
+    a readable policy that has an interval. A damaged policy schedules nothing
+    (`ls` shows it damaged); anything not ours is skipped.
+    """
+    policies = {}
+    for ds in listed:
+        if ds.type != "filesystem" or ds.name.rpartition("/")[0] != root:
+            continue
+        try:
+            ownership = ownership_from_properties(ds.properties)
+        except NotManaged:
+            continue
+        if ownership.role != ROLE_PRIMARY or ds.properties.get(PROP_MOVE):
+            continue  # not ours to send, or a move holds it
+        try:
+            policy = policy_from_properties(ds.properties)
+        except DamagedPolicy as exc:
+            log.warning("unreadable policy: %s", exc, extra={"volume": ownership.volume})
+            continue
+        if policy is not None and policy.every is not None:
+            policies[ownership.volume] = policy
+    return policies
 
 
 class Scheduler:
@@ -135,6 +160,8 @@ class Scheduler:
         self.last: dict[LinkKey, LastRun] = {}
         self.running: dict[LinkKey, Job] = {}
         self._paused: dict[str, int] = {}  # volume -> operations waiting for it
+        self.lateness = LatenessLog()  # of every run started, for `schedules`
+        self.runs_failed = 0
         self._wake = asyncio.Event()
         self._reload = True
         self._next_rescan = 0.0
@@ -237,12 +264,18 @@ class Scheduler:
     async def _load(self) -> None:
         self._reload = False
         self._next_rescan = self.clock() + RESCAN
+        root = self.config.pool_root
         try:
-            copies = await self.volumes.list()
+            # The copies only, not their snapshots (depth 1): a rescan every RESCAN
+            # seconds must not cost more as each copy's history grows. It holds up
+            # the loop, so it is also what keeps runs from starting late.
+            listed = await self.volumes.zfs.list_datasets(
+                root, SCHEDULE_PROPERTIES, recursive=True, depth=1
+            )
         except Exception as exc:  # ZFS busy or slow: keep the links, try at the next rescan
             log.warning("cannot read the replication policies: %s", exc)
             return
-        policies = {c.name: p for c in copies if (p := _policy_of(c)) is not None}
+        policies = scheduled_policies(root, listed)
         now = self.clock()
         links: dict[LinkKey, Link] = {}
         current = tuple(self.links.values())
@@ -269,7 +302,9 @@ class Scheduler:
         except VolumeBusy:
             self.links[key] = deferred(link, now, min(BUSY_RETRY, link.every))
             return
-        self.observer.emit(ScheduleLate(max(0.0, now - link.next_run)))
+        late = max(0.0, now - link.next_run)
+        self.lateness.add(late)
+        self.observer.emit(ScheduleLate(late))
         self.links[key] = started(link)
         job = Job(kind="replicate", volume=volume, node=self.config.node, target=target)
         job.step = "scheduled"
@@ -290,6 +325,8 @@ class Scheduler:
             del self.running[key]
         link = self.links.get(key)
         error = None if job.state == "done" else (job.error or "failed")
+        if error is not None:
+            self.runs_failed += 1
         if link is None or not link.running:
             return  # dropped from the schedule while it ran: its result changes nothing
         self.links[key] = after_run(link, started_at, self.clock(), error, self.rng)
@@ -328,4 +365,11 @@ class Scheduler:
                     last_bytes=last.bytes if last else 0, last_kind=last.kind if last else None,
                 )
             )  # fmt: skip
-        return ScheduleList(node=self.config.node, links=links, max_streams=self.limit)
+        return ScheduleList(
+            node=self.config.node,
+            links=links,
+            max_streams=self.limit,
+            lateness=list(self.lateness.values),
+            runs_started=self.lateness.count,
+            runs_failed=self.runs_failed,
+        )

@@ -38,3 +38,9 @@ class ScheduleList:
     node: str
     links: list[ScheduleInfo] = field(default_factory=list)
     max_streams: int = 0  # the node's limit on concurrent scheduled streams
+    # How late the node's latest scheduled runs started, oldest first (at most
+    # schedule.LATENESS_KEPT of them), and how many runs were ever started: a
+    # reader polling it takes exactly the new values (schedule.lateness_since).
+    lateness: list[float] = field(default_factory=list)
+    runs_started: int = 0
+    runs_failed: int = 0  # of those, how many ended in failure

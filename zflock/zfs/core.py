@@ -93,11 +93,13 @@ class ZfsCore:
         *,
         recursive: bool = True,
         types: Sequence[str] = ("filesystem",),
+        depth: int | None = None,
     ) -> list[Dataset]:
         """`root` and (recursive) its descendants of the given types, with raw property values.
 
         One `zfs get` (it has exact -p numbers everywhere); types are filtered
-        here because zfs-fuse's `zfs get` has no `-t`.
+        here because zfs-fuse's `zfs get` has no `-t`. `depth` 1 reads `root` and
+        its children without walking their snapshots (the scheduler's rescan).
         """
         validate_dataset_name(root)
         for t in types:
@@ -106,7 +108,7 @@ class ZfsCore:
         for prop in properties:
             validate_property_name(prop)
         wanted = ["type", *(p for p in properties if p != "type")]
-        table = await self._get(root, wanted, recursive=recursive)
+        table = await self._get(root, wanted, recursive=recursive, depth=depth)
         result: list[Dataset] = []
         for name, props in table.items():
             dtype = props.get("type")
