@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,17 @@ def merge_report(previous: str, section: str, begin: str, end: str) -> str:
     return previous + "\n" + OTHER_BENCHMARKS + "\n" + section
 
 
+def proc_cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of a running process (its threads included), from
+    /proc/PID/stat; with `children`, also those of its children it has waited for."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Lab:
     """A local lab of `nodes` nodes, brought up and torn down by its name."""
 
@@ -91,3 +105,99 @@ class Lab:
 
     def exec(self, node: str, *argv: str) -> str:
         return self.zflock("lab", "exec", "--name", self.name, node, "--", *argv)
+
+
+# -- OpenSSH connections opened before the timing, and the CPU a run used --------------
+
+
+@dataclass
+class SshMaster:
+    """An OpenSSH master connection; `argv` runs a command over it (no key exchange)."""
+
+    pid: int
+    base: list[str]
+    dest: str
+
+    def argv(self, *command: str, options: Sequence[str] = ()) -> list[str]:
+        return [*self.base, "-o", "ControlMaster=no", *options, self.dest, *command]
+
+
+@contextmanager
+def ssh_master(
+    prefix: Sequence[str], options: Sequence[str], dest: str, control: Path
+) -> Iterator[SshMaster]:
+    """Open `ssh OPTIONS DEST` as a ControlMaster (run under `prefix`, e.g. inside a node)
+    and wait until it answers; closed, and reaped by its handle, on exit.
+
+    A baseline timed over it times the stream, not a key exchange: it makes the
+    baseline faster, never slower, so a ratio to it stays honest.
+    """
+    base = [*prefix, "ssh", *options, "-o", f"ControlPath={control}"]
+    master = subprocess.Popen(
+        [*base, "-o", "ControlMaster=yes", "-N", dest], stdin=subprocess.DEVNULL
+    )
+    try:
+        end = time.monotonic() + 60
+        check = [*base, "-O", "check", dest]
+        while subprocess.run(check, capture_output=True, check=False).returncode != 0:
+            if master.poll() is not None or time.monotonic() > end:
+                raise BenchFailed(f"cannot open an ssh connection to {dest}")
+            time.sleep(0.05)
+        yield SshMaster(master.pid, base, dest)
+    finally:
+        subprocess.run([*base, "-O", "exit", dest], capture_output=True, check=False)
+        try:
+            master.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            master.kill()  # our own child, by its Popen handle
+            master.wait()
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of `root` and every live descendant, with the children each has reaped:
+    a forking server's cost, e.g. sshd with its sessions."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0.0
+    for pid in tree:
+        try:
+            total += proc_cpu_seconds(pid, children=True)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def peak_rss(pid: int) -> int:
+    """Peak resident set (VmHWM) of a live process, in bytes; 0 if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) << 10
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def wait_cpu(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
+    """Reap our child `proc` (bounded: killed past `timeout`); (exit status, its CPU seconds
+    and its reaped children's)."""
+    end = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > end:
+            proc.kill()
+        time.sleep(0.01)

@@ -1,7 +1,7 @@
 """The move benchmark: downtime and throughput of `zflock move` under a steady writer.
 
     sudo .venv/bin/python bench/move_bench.py [--sizes 64M,1G] [--moves 6] [--huge]
-                                              [--out docs/benchmarks.md] [--keep-lab]
+                                              [--samples 5] [--out docs/benchmarks.md] [--keep-lab]
 
 It brings up its own 2-node lab (a unique name, pools in sparse files big
 enough for the largest volume) and always takes it down again. For each
@@ -10,7 +10,7 @@ size it:
 1. creates a volume on node1 (`zflock create`) and fills it with that many
    bytes from /dev/urandom, written inside node1;
 2. starts the steady writer (zflock.lab.writer) on the volume in node1;
-3. times the full stream three times each way, alternating: a raw
+3. times the full stream --samples times each way, alternating: a raw
    `zfs send VOL@SNAP | ssh node2 zfs receive tank/rawbench-...` over the
    lab's OpenSSH (the baseline), and `zflock replicate VOL --to node2` to a
    node without a copy (agent to agent, as a move's first round); each copy
@@ -71,8 +71,9 @@ TARGET_FLOOR_MAX = 2.0
 CMD_TIMEOUT = 1800.0  # a 2 GiB full round on zfs-fuse takes well under this
 
 
-# Paired samples of the full stream (raw and zflock, alternating) per size.
-THROUGHPUT_SAMPLES = 3
+# Paired samples of the full stream (raw and zflock, alternating) per size: issue 15
+# asks for enough that the spread is reported.
+THROUGHPUT_SAMPLES = 5
 
 
 class BenchFailed(Exception):
@@ -192,6 +193,11 @@ class SizeResult:
     def throughput_ratio(self) -> float:
         return self.full_rate / self.raw_rate if self.raw_rate > 0 else 0.0
 
+    def spread(self, samples: list[tuple[int, float]]) -> str:
+        """min-max of the samples' rates, MB/s."""
+        rates = [b / s / 1e6 for b, s in samples if s > 0]
+        return f"{min(rates):.0f}-{max(rates):.0f}" if rates else "-"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -295,7 +301,8 @@ def moves_detail(results: Sequence[SizeResult]) -> str:
             f"epochs {r.moves[0].epoch}..{r.moves[-1].epoch}; "
             f"full stream {r.raw_samples[0][0] / MIB:.1f} MiB; samples (MB/s) raw "
             f"{', '.join(f'{b / s / 1e6:.0f}' for b, s in r.raw_samples)}, zflock "
-            f"{', '.join(f'{b / s / 1e6:.0f}' for b, s in r.zflock_samples)}"
+            f"{', '.join(f'{b / s / 1e6:.0f}' for b, s in r.zflock_samples)}; spread (MB/s) "
+            f"raw {r.spread(r.raw_samples)}, zflock {r.spread(r.zflock_samples)}"
         )
         steps = cutover_p50(r.moves)
         if steps:
@@ -324,7 +331,10 @@ def cutover_p50(moves: Sequence[MoveRecord]) -> dict[str, float]:
 
 
 def render_report(
-    results: Sequence[SizeResult], machine: dict[str, str], argv: Sequence[str]
+    results: Sequence[SizeResult],
+    machine: dict[str, str],
+    argv: Sequence[str],
+    samples: int = THROUGHPUT_SAMPLES,
 ) -> str:
     rerun = shlex.join(["sudo", ".venv/bin/python", "bench/move_bench.py", *argv])
     machine_lines = "\n".join(f"- {k}: {v}" for k, v in machine.items())
@@ -367,9 +377,10 @@ order; the run fails otherwise.
 - **raw**: the same stream through `zfs send | ssh | zfs receive` between the
   same nodes (the lab's OpenSSH, over a connection opened beforehand, so it
   times the stream and not a key exchange).
-  Both are the median of {THROUGHPUT_SAMPLES} samples taken in alternation
+  Both are the median of {samples} samples taken in alternation
   (raw, zflock, raw, zflock, ...), so load that drifts during the run hits
-  both alike. **ratio** = zflock median / raw median.
+  both alike. **ratio** = zflock median / raw median; each sample and the
+  spread (min-max) are listed under the table.
 
 ## Results
 
@@ -392,7 +403,7 @@ load average), so repeated runs differ, single moves' downtime the most.
 
 ```sh
 {rerun}
-# all options: --sizes 64M,1G  --moves 6  --huge (adds 2G)  --out FILE  --keep-lab
+# all options: --sizes 64M,1G  --moves 6  --huge (adds 2G)  --samples 5  --out FILE  --keep-lab
 ```
 """
 
@@ -649,32 +660,18 @@ def ssh_master(lab: Lab, src: str, dst: str) -> Iterator[list[str]]:
     (on a 64 MiB stream the handshake alone would be a large part of it).
     This makes the baseline faster, never slower: the ratio stays honest.
     """
+    import benchkit
+
     from zflock.lab import node_prefix
 
     state = lab.state
-    control = str(lab.bench_dir / f"ssh-{src}-{dst}")
-    base = ["ssh", "-F", str(state.ssh_config), "-o", f"ControlPath={control}"]
-    master = subprocess.Popen(
-        [*node_prefix(state, src), *base, "-o", "ControlMaster=yes", "-N", dst],
-        stdin=subprocess.DEVNULL,
-    )
-    check = [*node_prefix(state, src), *base, "-O", "check", dst]
+    control = lab.bench_dir / f"ssh-{src}-{dst}"
+    options = ["-F", str(state.ssh_config)]
     try:
-        end = time.monotonic() + 60
-        while subprocess.run(check, capture_output=True, check=False).returncode != 0:
-            if master.poll() is not None or time.monotonic() > end:
-                raise BenchFailed(f"cannot open an ssh connection from {src} to {dst}")
-            time.sleep(0.05)
-        yield [*node_prefix(state, src), *base, "-o", "ControlMaster=no", dst]
-    finally:
-        subprocess.run(
-            [*node_prefix(state, src), *base, "-O", "exit", dst], capture_output=True, check=False
-        )
-        try:
-            master.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            master.kill()  # our own child, by its Popen handle
-            master.wait()
+        with benchkit.ssh_master(node_prefix(state, src), options, dst, control) as master:
+            yield master.argv()
+    except benchkit.BenchFailed as exc:
+        raise BenchFailed(str(exc)) from None
 
 
 def raw_baseline(lab: Lab, volume: str, src: str, dst: str) -> tuple[int, float]:
@@ -757,7 +754,9 @@ def move(lab: Lab, writer: Writer, destination: str) -> MoveRecord:
     return MoveRecord.from_json(data, wall)
 
 
-def bench_size(lab: Lab, size: int, moves: int, pause: float, interval: float) -> SizeResult:
+def bench_size(
+    lab: Lab, size: int, moves: int, pause: float, interval: float, samples: int
+) -> SizeResult:
     volume = volume_name(size)
     result = SizeResult(size=size)
     nodes = ["node1", "node2"]
@@ -771,13 +770,13 @@ def bench_size(lab: Lab, size: int, moves: int, pause: float, interval: float) -
         wait_for_acks(writer, 1)
         # The baseline runs under the same writer as the move's first round:
         # its fsyncs load node1's ZFS, and both sides of the ratio should pay that.
-        for i in range(THROUGHPUT_SAMPLES):
+        for i in range(samples):
             raw = raw_baseline(lab, volume, "node1", "node2")
             result.raw_samples.append(raw)
             ours = zflock_full_send(lab, volume, "node2")
             result.zflock_samples.append(ours)
             log(
-                f"{size_label(size)}: full stream sample {i + 1}/{THROUGHPUT_SAMPLES}: raw "
+                f"{size_label(size)}: full stream sample {i + 1}/{samples}: raw "
                 f"{_mbs(raw[0] / raw[1])}, zflock {_mbs(ours[0] / ours[1])}"
             )
         from cutover_floor import measure_floor
@@ -822,6 +821,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--huge", action="store_true", help=f"also a {HUGE_SIZE} volume")
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="markdown report")
     p.add_argument("--keep-lab", action="store_true", help="leave the lab up afterwards")
+    p.add_argument("--samples", type=int, default=THROUGHPUT_SAMPLES,
+                   help="full-stream samples each way per size (default %(default)s)")  # fmt: skip
     p.add_argument("--pause", type=float, default=1.0, help="writer-only seconds between moves")
     p.add_argument("--writer-interval", type=float, default=0.01, help="seconds between records")
     args = p.parse_args(args_list)
@@ -835,6 +836,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("no sizes given")
     if args.moves < 1:
         p.error("--moves must be at least 1")
+    if args.samples < 1:
+        p.error("--samples must be at least 1")
     if os.geteuid() != 0:
         print("move_bench: needs root (the lab uses namespaces and zfs-fuse)", file=sys.stderr)
         return 2
@@ -851,7 +854,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"lab {name}: 2 nodes, {pool_size >> 20} MiB sparse pools")
         lab.up(pool_size)
         for size in sizes:
-            results.append(bench_size(lab, size, args.moves, args.pause, args.writer_interval))
+            results.append(
+                bench_size(lab, size, args.moves, args.pause, args.writer_interval, args.samples)
+            )
     except (BenchFailed, subprocess.TimeoutExpired) as exc:
         print(f"move_bench: FAILED: {exc}", file=sys.stderr)
         return 1
@@ -860,7 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"lab {name} left up: zflock lab down --name {name}")
         else:
             lab.down()
-    report = render_report(results, describe_machine(load_at_start), args_list)
+    report = render_report(results, describe_machine(load_at_start), args_list, args.samples)
     out = Path(args.out)
     # Figures of other benchmarks (below OTHER_BENCHMARKS) are kept, not overwritten.
     previous = out.read_text() if out.exists() else ""
