@@ -63,6 +63,17 @@ def merge_report(previous: str, section: str, begin: str, end: str) -> str:
     return previous + "\n" + OTHER_BENCHMARKS + "\n" + section
 
 
+def place_section(previous: str, section: str, begin: str, end: str, before: str) -> str:
+    """Replace the section between `begin` and `end`; or, the first time, put it just
+    above the line `before` (another benchmark's marker), or at the end without it."""
+    if begin in previous and end in previous:
+        return merge_report(previous, section, begin, end)
+    if before in previous:
+        at = previous.index(before)
+        return previous[:at] + section + previous[at:]
+    return previous.rstrip("\n") + "\n\n" + section
+
+
 def proc_cpu_seconds(pid: int, children: bool = False) -> float:
     """User + system CPU seconds of a running process (its threads included), from
     /proc/PID/stat; with `children`, also those of its children it has waited for."""
@@ -72,6 +83,14 @@ def proc_cpu_seconds(pid: int, children: bool = False) -> float:
     if children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_mb(pid: int) -> float:
+    """Resident memory of a running process, MB (VmRSS of /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 class Lab:

@@ -137,33 +137,47 @@ class ScaleLab:
 
     def fill(self, count: int) -> float:
         """Create `count` volumes through the agents' RPC; seconds taken."""
-        from zflock.cli.common import load_cluster
-        from zflock.rpc import messages as m
-
-        cluster = load_cluster(Path(self.lab.env["ZFLOCK_CLUSTER"]), None, timeout=60)
-        nodes = sorted(cluster.inventory.nodes)
-
-        async def go() -> None:
-            clients = [cluster.client(n) for n in nodes]
-            for c in clients:
-                await c.connect()
-            gate = asyncio.Semaphore(IN_FLIGHT)
-
-            async def one(i: int) -> None:
-                async with gate:
-                    request = m.CreateVolume(name=f"v{i:05d}", quota=None)
-                    await clients[i % len(clients)].call("create_volume", request)
-
-            try:
-                await asyncio.gather(*(one(i) for i in range(self.created, count)))
-            finally:
-                for c in clients:
-                    await c.close()
-
         started = time.monotonic()
-        asyncio.run(go())
+        create_volumes(Path(self.lab.env["ZFLOCK_CLUSTER"]), range(self.created, count))
         self.created = count
         return time.monotonic() - started
+
+
+def volume_name(i: int) -> str:
+    return f"v{i:05d}"
+
+
+def create_volumes(
+    cluster_file: Path, numbers: range, in_flight: int = IN_FLIGHT
+) -> dict[str, str]:
+    """Create volume_name(i) for each i through the agents' `create_volume` RPC, on
+    the nodes in turn (i modulo their sorted names), `in_flight` calls at once;
+    {volume: node}. Also used by replication_scale_bench.py."""
+    from zflock.cli.common import load_cluster
+    from zflock.rpc import messages as m
+
+    cluster = load_cluster(cluster_file, None, timeout=60)
+    nodes = sorted(cluster.inventory.nodes)
+    placed = {volume_name(i): nodes[i % len(nodes)] for i in numbers}
+
+    async def go() -> None:
+        clients = {n: cluster.client(n) for n in nodes}
+        for c in clients.values():
+            await c.connect()
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(name: str, node: str) -> None:
+            async with gate:
+                await clients[node].call("create_volume", m.CreateVolume(name=name, quota=None))
+
+        try:
+            await asyncio.gather(*(one(name, node) for name, node in placed.items()))
+        finally:
+            for c in clients.values():
+                await c.close()
+
+    asyncio.run(go())
+    return placed
 
 
 def measure(s: ScaleLab, stage: Stage, samples: int, probe: str) -> None:
