@@ -9,6 +9,7 @@ file by file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -18,8 +19,12 @@ import pytest
 
 from tests.agentlab import AgentLab, patience, wait_until
 from tests.move.conftest import Writer
+from zflock.cli.common import load_cluster
 from zflock.lab import agents
 from zflock.lab import state as lab_state
+from zflock.replication.schedule import LATENESS_KEPT
+from zflock.rpc import messages as m
+from zflock.rpc.schedule_messages import ScheduleList
 
 pytestmark = pytest.mark.lab
 
@@ -36,6 +41,13 @@ def status(lab: AgentLab) -> dict[str, Any]:
 def schedules(lab: AgentLab, volume: str) -> dict[str, dict[str, Any]]:
     """The links of `volume` as its primary's scheduler reports them, by target."""
     return {s["target"]: s for s in status(lab)["schedules"] if s["volume"] == volume}
+
+
+def node_schedules(lab: AgentLab, node: str) -> ScheduleList:
+    """The `schedules` answer of one agent, as the scale benchmark reads it."""
+    cluster = load_cluster(lab.cluster_file, None, timeout=patience(30))
+    answer: ScheduleList = asyncio.run(cluster.call(node, "schedules", m.Empty()))
+    return answer
 
 
 def ls_replicas(lab: AgentLab, volume: str) -> dict[str, dict[str, Any]]:
@@ -75,6 +87,11 @@ def test_replicas_kept_fresh_under_a_writer_then_stopped(
             assert link["failures"] == 0 and link["last_error"] is None
         jobs = [j for j in status(lab)["jobs"] if j["volume"] == "fresh"]
         assert sum(j["state"] == "done" for j in jobs) >= 6  # 2 manual + >= 4 scheduled
+        # How late each scheduled run started: one value per run, none negative.
+        answer = node_schedules(lab, "node1")
+        assert answer.runs_started >= 4 and answer.runs_failed == 0
+        assert len(answer.lateness) == min(answer.runs_started, LATENESS_KEPT)
+        assert all(late >= 0 for late in answer.lateness)
         # ls: each replica's lag and state.
         for node, copy in ls_replicas(lab, "fresh").items():
             assert copy["replication"]["state"] in ("ok", "behind"), (node, copy)
