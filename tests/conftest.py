@@ -265,10 +265,13 @@ def _destroy_tree(node: ZfsNode, name: str) -> None:
         done = node.run("zfs", "destroy", "-r", "-f", name)
         if done.returncode == 0 or "does not exist" in done.stderr:
             return
-        if "held" in done.stderr:
-            # A failed test left user holds (OpenZFS): release them, then retry.
+        if "held" in done.stderr or "busy" in done.stderr:
+            # User holds left by a test (OpenZFS; zflock's base hold on a
+            # replica): release them, then retry. `zfs destroy -r` reports a
+            # held snapshot as "dataset is busy", a single snapshot as "held".
             snaps = node.run("zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", name)
-            holds = node.run("zfs", "holds", "-H", *snaps.stdout.split())
+            held = snaps.stdout.split()
+            holds = node.run("zfs", "holds", "-H", *held) if held else snaps
             for line in holds.stdout.splitlines():
                 snapshot, tag = line.split("\t")[:2]
                 node.run("zfs", "release", tag, snapshot)
