@@ -137,6 +137,13 @@ class AgentLab:
     def agent_pid(self, node: str) -> int:
         return self.state.nodes[node].processes["agent"].pid
 
+    def kill_agent(self, node: str) -> None:
+        """SIGKILL the node's agent (a crash) and wait until it is gone, so that
+        `agents.start` afterwards really starts a new one."""
+        from zflock.lab import agents
+
+        agents.kill(self.state.nodes[node])
+
 
 @contextmanager
 def agent_lab_session(nodes: int = 3, *, pool_size: int = LAB_POOL_SIZE) -> Iterator[AgentLab]:

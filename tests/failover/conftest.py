@@ -7,8 +7,6 @@ seconds, not the default 30 s, for the old primary to have fenced itself.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +35,19 @@ def failover_lab() -> Iterator[AgentLab]:
         yield lab
 
 
+@pytest.fixture(autouse=True)
+def _healed_after(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test of a failover lab, pass or fail: every link up and every agent
+    running, so that one test's failure midway (a node left cut off or down) does not
+    fail the next ones of the module with it."""
+    yield
+    if "failover_lab" in request.fixturenames:
+        lab: AgentLab = request.getfixturevalue("failover_lab")
+        for name, node in lab.state.nodes.items():
+            set_link(lab, name, up=True)
+            agents.start(lab.state, node)  # a no-op where the agent runs
+
+
 @pytest.fixture
 def writer_dir(tmp_path: Path) -> Path:
     # tmp_path is on the host's filesystem: every node's mount namespace sees it.
@@ -51,7 +62,7 @@ def set_link(lab: AgentLab, node: str, up: bool) -> None:
 
 def kill_agent(lab: AgentLab, node: str) -> None:
     """SIGKILL the node's agent by the PID the lab recorded (a crash, no clean-up)."""
-    os.kill(lab.agent_pid(node), signal.SIGKILL)
+    lab.kill_agent(node)
 
 
 def restart_agent(lab: AgentLab, node: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from tests.move.conftest import (
     start_move,
 )
 from zflock.cli.common import load_cluster
-from zflock.lab import agents, procs
+from zflock.lab import agents
 from zflock.rpc import messages as m
 
 # Each test waits out SSH keepalives and the recovery loop's back-off on purpose.
@@ -102,9 +101,7 @@ def move_losing_the_answer(lab: AgentLab, volume: str) -> str:
 
 def restart_agent(lab: AgentLab, node: str) -> None:
     """SIGKILL the node's agent and start it again (it recovers interrupted moves)."""
-    record = lab.state.nodes[node].processes["agent"]
-    os.kill(record.pid, signal.SIGKILL)
-    wait_until(f"{node}'s agent to die", lambda: not procs.is_running(record))
+    lab.kill_agent(node)
     agents.start(lab.state, lab.state.nodes[node])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -106,7 +105,7 @@ def test_destination_agent_killed_during_precopy(agent_lab: AgentLab) -> None:
             lambda: any(int(j["bytes"]) > 10 << 20 for j in status_jobs(lab, "dkill")
                         if j["state"] == "running"),
         )  # fmt: skip
-        os.kill(lab.agent_pid("node2"), signal.SIGKILL)
+        lab.kill_agent("node2")
         try:
             _, err = proc.communicate(timeout=patience(120))
             assert proc.returncode == 1, err
@@ -182,7 +181,7 @@ def test_source_agent_killed_while_the_destination_promotes(
             "node2 to start promoting",
             lambda: copy_state(lab, "node2", "skill").get("zflock:role") == "primary",
         )  # fmt: skip
-        os.kill(lab.agent_pid("node1"), signal.SIGKILL)
+        lab.kill_agent("node1")
         proc.communicate(timeout=patience(60))
         assert proc.returncode == 1  # the CLI lost its agent
         # Still fenced: the source cannot know yet whether node2 promoted.
@@ -231,7 +230,7 @@ def test_destination_agent_killed_while_promoting_is_settled(
         )
         # The destination dies before answering: the source cannot tell from the lost
         # answer whether it promoted, so it stays fenced and asks again (resolve_move).
-        os.kill(lab.agent_pid("node2"), signal.SIGKILL)
+        lab.kill_agent("node2")
         state = copy_state(lab, "node1", "dsettle")
         assert state["readonly"] == "on" and state["zflock:move"].startswith("promoting/")
         agents.start(lab.state, node2)

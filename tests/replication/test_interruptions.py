@@ -184,7 +184,7 @@ def test_destination_agent_killed_during_full(agent_lab: AgentLab) -> None:
     proc = start_replicate(lab, "cut3", "node2")
     wait_streaming(lab, "cut3")
     node2 = lab.state.nodes["node2"]
-    os.kill(lab.agent_pid("node2"), signal.SIGKILL)
+    lab.kill_agent("node2")
     try:
         wait_failed(lab, "cut3")
         proc.communicate(timeout=patience(120))

@@ -103,6 +103,12 @@ async def gather(
     states = await cluster.call_all(
         "replica_state", m.ReplicaStateRequest(name=name), holders, deadline=deadline
     )
+    silent = sorted(f"{r.node}: {r.error}" for r in states if not r.ok)
+    if silent:
+        # Without its snapshots a holder cannot be ranked: refuse this round rather than
+        # guess ("it has none" would be wrong, and could pick a staler replica).
+        raise FailoverRefused(f"a node holding {name} did not list its snapshots "
+                              f"({'; '.join(silent)}); nothing changed, try again")  # fmt: skip
     candidates = {}
     for r in states:
         if not r.ok or not r.value.exists:

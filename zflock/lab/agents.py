@@ -15,6 +15,8 @@ that node's zfs-fuse), and its PID is recorded in the lab state as the
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -176,6 +178,26 @@ def stop(node: NodeState) -> None:
     rec = node.processes.get(AGENT_ROLE)
     if rec is not None:
         procs.stop(rec)
+
+
+def kill(node: NodeState, *, timeout: float = 30.0) -> None:
+    """SIGKILL the node's agent by its recorded PID (a crash: no clean-up) and wait until
+    it is gone, so that a `start` after it starts a new agent rather than finding this
+    one "running". A SIGKILL takes effect only when the process leaves the kernel, and
+    an agent inside a zfs-fuse call on a loaded host can take seconds to."""
+    rec = node.processes.get(AGENT_ROLE)
+    if rec is None or not procs.is_running(rec):
+        return
+    try:
+        os.kill(rec.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while procs.is_running(rec):
+        if time.monotonic() > deadline:
+            raise LabAgentError(f"agent on {node.name} (PID {rec.pid}) survived SIGKILL "
+                                f"for {timeout:.0f} s")  # fmt: skip
+        time.sleep(0.02)
 
 
 def start(state: LabState, node: NodeState, port: int = DEFAULT_PORT) -> None:
