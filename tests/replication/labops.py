@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncssh
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agentlab import AgentLab, patience
-from zflock.cluster.config import load_inventory
+from zflock.cluster.config import DEFAULT_METRICS_PORT, load_inventory
 from zflock.lab.nodes import node_prefix
 from zflock.replication.model import SnapRef
 from zflock.rpc.client import AgentClient
@@ -28,6 +31,22 @@ async def connect(lab: AgentLab, node: str) -> AgentClient:
     assert inventory.identity is not None
     key = asyncssh.read_private_key(str(inventory.identity))
     return AgentClient(inventory.node(node), key)
+
+
+def zfs_commands(lab: AgentLab, node: str) -> Counter[str]:
+    """How many `zfs` commands of each subcommand the node's agent has run (its metrics)."""
+    address = lab.state.nodes[node].address
+    url = f"http://{address}:{DEFAULT_METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=patience(10)) as response:
+        text = response.read().decode()
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name != "zflock_zfs_command_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels.get("command") == "zfs":
+                counts[sample.labels["subcommand"]] += int(sample.value)
+    return counts
 
 
 def replicate(lab: AgentLab, volume: str, to: str, *extra: str) -> dict[str, Any]:

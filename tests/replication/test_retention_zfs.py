@@ -29,8 +29,9 @@ from zflock.replication.model import PlanOptions, ReplicaInfo, SnapRef
 from zflock.replication.naming import snapshot_name
 from zflock.replication.pruning import PruneReport, PruneRules, prune_after_sync
 from zflock.replication.retention import PeerHistory, PruneRefused, parse_keep, plan_retention
-from zflock.replication.zfs_endpoint import ZfsReceiver, ZfsSender
+from zflock.replication.zfs_endpoint import ZfsReceiver
 from zflock.replication.zfs_prune import BASE_HOLD, cursor_name
+from zflock.replication.zfs_sender import ZfsSender
 from zflock.zfs import DatasetBusy, ZfsError
 
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)

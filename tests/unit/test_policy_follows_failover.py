@@ -5,6 +5,7 @@ the copy a failover adopts (zflock.replication.schedule.policy_after_failover)."
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from zflock.agent.failover import carried_policy
 from zflock.agent.policies import policy_sent
 from zflock.cli.rejoin import keep_command
 from zflock.replication.policy import (
+    COPY_REFRESH_SECONDS,
     PROP_EVERY,
     PROP_KEEP,
     PROP_KEEP_REPLICA,
@@ -22,6 +24,7 @@ from zflock.replication.policy import (
     DamagedPolicy,
     PolicyCopy,
     copy_from_value,
+    copy_needs_storing,
     copy_value,
     policy_from_properties,
     policy_serial,
@@ -252,3 +255,32 @@ def test_rejoin_prints_the_command_that_would_keep_the_node() -> None:
     assert keep_command("web", "node1", info("node2", role="primary")) == (
         "zflock replicate web --to node1 --every INTERVAL"
     )
+
+
+# -- the replica rewrites its copy only when it changed or is a minute old -------------
+
+
+def test_a_copy_is_rewritten_when_it_changed_or_grew_old() -> None:
+    stored = PolicyCopy(3, "node1", 1000.0, {"zflock:every": "30", "zflock:replicate-to": "n2"})
+    value = copy_value(stored)
+    same_later = PolicyCopy(3, "node1", 1000.0 + 59, dict(stored.properties))
+    assert not copy_needs_storing(value, same_later)  # most runs: no `zfs set`
+    assert copy_needs_storing(value, replace(same_later, sent_at=1000.0 + 60))
+    assert copy_needs_storing(value, replace(same_later, sent_at=999.0))  # clock went back
+    assert copy_needs_storing(value, replace(same_later, serial=4))
+    assert copy_needs_storing(value, replace(same_later, sender="node3"))
+    assert copy_needs_storing(value, replace(same_later, properties={}))  # --stop
+    assert copy_needs_storing(None, same_later)
+    assert copy_needs_storing("{not json", same_later)
+
+
+@given(st.integers(0, 5), st.sampled_from(["node1", "node2"]), st.floats(0, 500))
+def test_a_copy_not_rewritten_is_never_older_than_failover_tolerates(
+    serial: int, sender: str, later: float
+) -> None:
+    """What is not rewritten is at most COPY_REFRESH_SECONDS older than what was sent,
+    inside failover's 3 intervals + 60 s for any interval."""
+    stored = PolicyCopy(serial, sender, 1000.0, {"zflock:every": "10"})
+    new = replace(stored, sent_at=1000.0 + later)
+    if not copy_needs_storing(copy_value(stored), new):
+        assert new.sent_at - stored.sent_at < COPY_REFRESH_SECONDS <= 60

@@ -30,3 +30,33 @@ async def test_depth_one_reads_children_but_not_their_snapshots(
         f"{src_root}/a": "filesystem",
     }
     assert {d.name: dict(d.properties) for d in found}[f"{src_root}/a"] == {"zflock:volume": "a"}
+
+
+async def test_dataset_state_reads_properties_and_snapshots_in_one_command(
+    zfs_node: ZfsNode, src_root: str
+) -> None:
+    """What a replica's every check reads (replication/zfs_endpoint.py): the dataset's
+    own properties, which of them are set on it, and its snapshots as list_snapshots
+    has them; a child's snapshots and the snapshots' inherited rows are not mixed in."""
+    zfs = zfs_node.zfs
+    vol = f"{src_root}/v"
+    await zfs.create(vol, {"zflock:volume": "v"})
+    await zfs.create(f"{vol}/child", parents=True)
+    await zfs.set(vol, {"canmount": "noauto"})
+    await zfs.snapshot(vol, "s1")
+    await zfs.snapshot(f"{vol}/child", "c1")
+    await zfs.set(vol, {"zflock:volume": "renamed"})
+    await zfs.snapshot(vol, "s2")
+    state = await zfs.dataset_state(vol, ["zflock:volume", "zflock:epoch", "canmount", "atime"])
+    assert state is not None
+    assert dict(state.values) == {
+        "zflock:volume": "renamed",
+        "zflock:epoch": None,
+        "canmount": "noauto",
+        "atime": "on",
+    }
+    assert state.is_local("canmount", "noauto") and state.is_local("zflock:volume", "renamed")
+    assert not state.is_local("atime", "on")  # the default, not set on the dataset
+    assert state.snapshots == await zfs.list_snapshots(vol)
+    assert [s.name for s in state.snapshots] == ["s1", "s2"]
+    assert await zfs.dataset_state(f"{src_root}/absent", ["zflock:volume"]) is None

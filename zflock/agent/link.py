@@ -58,7 +58,7 @@ from zflock.replication.endpoint import SourceIdentity
 from zflock.replication.model import PlanOptions, ReplicaInfo
 from zflock.replication.plan import plan_replication, with_pending_snapshot
 from zflock.replication.pruning import PruneReport
-from zflock.replication.zfs_endpoint import ZfsSender
+from zflock.replication.zfs_sender import ZfsSender
 from zflock.rpc.client import AgentClient
 from zflock.rpc.messages import SnapshotInfo
 from zflock.rpc.replica import RemoteReceiver

@@ -42,7 +42,7 @@ from zflock.replication.pruning import (
     StateOf,
     prune_after_sync,
 )
-from zflock.replication.zfs_endpoint import ZfsSender
+from zflock.replication.zfs_sender import ZfsSender
 from zflock.rpc.client import AgentClient
 from zflock.rpc.errors import RemoteError
 from zflock.rpc.prune_messages import PolicySent, PruneReplica, ReplicaPruned

@@ -7,7 +7,8 @@ against this node's own state (replication/zfs_prune.prune_replica): a peer
 can ask, never order, and a request for a snapshot this node's own rules keep
 is refused whole, with nothing destroyed. The policy copy is stored only for a
 sender the receive rules accept as this replica's primary, in one property
-(`zflock:policy-copy`, one `zfs set`: atomic), and never acted upon here: the
+(`zflock:policy-copy`, one `zfs set`: atomic; rewritten only when it changed or
+is a minute old), and never acted upon here: the
 scheduler runs primaries' policies only, and a failover adopts the newest copy
 (docs/failover.md).
 """
@@ -19,7 +20,7 @@ import logging
 from zflock.agent.locks import VolumeLocks
 from zflock.cluster.config import AgentConfig
 from zflock.replication.endpoint import SourceIdentity
-from zflock.replication.policy import PROP_POLICY_COPY, PolicyCopy, copy_value
+from zflock.replication.policy import PolicyCopy
 from zflock.replication.zfs_endpoint import ZfsReceiver
 from zflock.rpc import messages as m
 from zflock.rpc.prune_messages import PolicySent, PruneReplica, ReplicaPruned, StorePolicyCopy
@@ -42,10 +43,9 @@ class ReplicaPruning:
     async def prune_replica(self, args: PruneReplica, call: object) -> ReplicaPruned:
         name = validate_component(args.source.volume, "volume name")
         receiver = self._receiver(name)
+        copy = None if args.policy is None else _copy(args.source, args.policy)
         async with self.locks.hold(name, "prune replica", wait=False):
-            answer = await receiver.prune(args.source, prune_request(args))
-            if args.policy is not None:  # the sender passed the receive checks in prune
-                await self._store(name, args.source, args.policy)
+            answer = await receiver.prune(args.source, prune_request(args), copy)
         if answer.destroyed:
             log.info(
                 "pruned %d snapshot(s) as %s asked",
@@ -59,16 +59,12 @@ class ReplicaPruning:
         name = validate_component(args.source.volume, "volume name")
         receiver = self._receiver(name)
         async with self.locks.hold(name, "store the policy copy", wait=False):
-            # The rules of a receive: this volume id, a replica, an epoch not above the
-            # sender's (a fenced former primary cannot plant an old policy). No copy of
-            # the volume here: nothing a failover could promote, nothing to keep.
-            if await receiver._check(args.source, may_be_absent=True) is None:
+            if not await receiver.keep_policy(args.source, _copy(args.source, args.policy)):
                 return m.Empty()
-            await self._store(name, args.source, args.policy)
         log.info("kept %s's policy (serial %d)", args.source.node, args.policy.serial,
                  extra={"volume": name})  # fmt: skip
         return m.Empty()
 
-    async def _store(self, name: str, source: SourceIdentity, sent: PolicySent) -> None:
-        copy = PolicyCopy(sent.serial, source.node, sent.sent_at, dict(sent.policy))
-        await self.zfs.set(self.config.dataset(name), {PROP_POLICY_COPY: copy_value(copy)})
+
+def _copy(source: SourceIdentity, sent: PolicySent) -> PolicyCopy:
+    return PolicyCopy(sent.serial, source.node, sent.sent_at, dict(sent.policy))

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from zflock.agent.policies import policy_view
@@ -38,6 +38,7 @@ from zflock.zfs import (
     DatasetBusy,
     DatasetExists,
     DatasetNotFound,
+    Snapshot,
     Zfs,
     validate_component,
 )
@@ -202,6 +203,17 @@ class Volumes:
             props = await self.zfs.get(dataset, ZFLOCK_PROPERTIES)
         except DatasetNotFound:
             raise VolumeNotFound(f"volume {name} not found on node {self.config.node}") from None
+        return self._owned(dataset, props)
+
+    async def _with_snapshots(self, name: str) -> tuple[Ownership, Sequence[Snapshot]]:
+        """The volume's ownership and its snapshots, in one command."""
+        dataset = self.config.dataset(validate_component(name, "volume name"))
+        read = await self.zfs.dataset_state(dataset, ZFLOCK_PROPERTIES)
+        if read is None:
+            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}")
+        return self._owned(dataset, read.values), read.snapshots
+
+    def _owned(self, dataset: str, props: Mapping[str, str | None]) -> Ownership:
         try:
             return ownership_from_properties(props)
         except NotManaged as exc:
@@ -277,14 +289,13 @@ class Volumes:
         return Destroyed(name=name, node=node, role=ownership.role, snapshots=len(snaps))
 
     async def snapshot(self, name: str, now: datetime | None = None) -> SnapshotInfo:
-        ownership = await self.ownership(name)
+        ownership, existing = await self._with_snapshots(name)
         if not ownership.is_primary:
             # A snapshot on a replica would fork its history from the primary's.
             raise NotPrimary(
                 f"node {self.config.node} holds a replica of {name}; snapshot it on its primary"
             )
         dataset = self.config.dataset(name)
-        existing = await self.zfs.list_snapshots(dataset)
         seq = next_sequence(ownership, [s.name for s in existing])
         snap_name = snapshot_name(now or datetime.now(UTC), seq)
         snap = await self.zfs.snapshot(dataset, snap_name)

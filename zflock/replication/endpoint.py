@@ -1,7 +1,7 @@
 """The two ends of a replication, as the driver sees them (after zrepl's endpoint).
 
 The driver (driver.py) only talks to a `Sender` and a `Receiver`. The ZFS-
-backed implementations are in zfs_endpoint.py; the agent puts an RPC
+backed implementations are in zfs_sender.py and zfs_endpoint.py; the agent puts an RPC
 client in front of a remote node's `Receiver` (zflock/rpc/replica.py), so
 the same driver runs whether the destination is local or across the
 network, and tests can drive it against real ZFS without agents.
@@ -187,7 +187,7 @@ class Receiver(Protocol):
 
 
 class PrunablePrimary(Protocol):
-    """The primary's side of pruning (zfs_endpoint.ZfsSender)."""
+    """The primary's side of pruning (zfs_sender.ZfsSender)."""
 
     async def source(self) -> Source: ...
 

@@ -298,6 +298,25 @@ def copy_value(copy: PolicyCopy) -> str:
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
+# A stored copy is rewritten when anything but its time changed, or once it is this old.
+# Failover warns about a copy older than 3 intervals + 60 s (agent/failover.py), so one
+# refreshed once a minute never trips that, and most scheduled runs set no property.
+COPY_REFRESH_SECONDS = 60.0
+
+
+def copy_needs_storing(stored: str | None, new: PolicyCopy) -> bool:
+    """Whether `new` must be written over `stored` (the property's value, or None)."""
+    if stored is None:
+        return True
+    try:
+        old = copy_from_value(stored)
+    except DamagedPolicy:
+        return True
+    if copy_value(replace(old, sent_at=new.sent_at)) != copy_value(new):
+        return True
+    return not 0 <= new.sent_at - old.sent_at < COPY_REFRESH_SECONDS
+
+
 def copy_from_value(text: str) -> PolicyCopy:
     """Read a stored copy back; DamagedPolicy when it is not one this code wrote."""
     try:

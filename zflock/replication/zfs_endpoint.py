@@ -1,4 +1,5 @@
-"""Sender and Receiver over a node's own ZFS: the only replication code that runs ZFS.
+"""The receiving side over a node's own ZFS (the sending side is zfs_sender.py): with
+it, the only replication code that runs ZFS.
 
 `ZfsReceiver` is where the destination defends itself. It is handed a plan
 step by a peer, and it re-checks every rule that protects its data before
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from zflock.cluster.ownership import (
     ROLE_REPLICA,
@@ -37,115 +37,29 @@ from zflock.replication.endpoint import (
     StepHeader,
 )
 from zflock.replication.model import ReplicaInfo, SnapRef, Source
-from zflock.zfs import DestinationModified, Snapshot, Zfs
+from zflock.replication.policy import (
+    PROP_POLICY_COPY,
+    PolicyCopy,
+    copy_needs_storing,
+    copy_value,
+)
+from zflock.replication.zfs_sender import snapref
+from zflock.zfs import DatasetState, DestinationModified, Snapshot, Zfs
 
 log = logging.getLogger("zflock.replication")
 
 
+# What marks a copy as a replica besides its ownership (and its mountpoint, per node).
+_STAMPED = (("readonly", "on"), ("canmount", "noauto"))
+
+
+def _token(read: DatasetState) -> str | None:
+    token = read.values.get("receive_resume_token")
+    return token if token and token != "-" else None
+
+
 class ReceiveRefused(ZflockError):
     """The destination refused a step: receiving it could destroy data that is not ours."""
-
-
-def snapref(s: Snapshot) -> SnapRef:
-    # createtxg where the ZFS has it; otherwise the listing position, which
-    # is creation order within one dataset (LAB.md).
-    order = s.createtxg if s.createtxg is not None else s.index
-    return SnapRef(name=s.name, guid=s.guid, order=order, size=s.referenced)
-
-
-class ZfsSender:
-    """The sending side: a volume's dataset on this node."""
-
-    def __init__(self, zfs: Zfs, dataset: str, node: str) -> None:
-        self.zfs = zfs
-        self.dataset = dataset
-        self.node = node
-        self._snapshots: dict[int, Snapshot] = {}
-
-    async def ownership(self) -> Ownership:
-        props = await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES)
-        try:
-            return ownership_from_properties(props)
-        except NotManaged as exc:
-            raise ZflockError(f"{self.dataset} is not a zflock volume ({exc})") from None
-
-    async def source(self) -> Source:
-        o = await self.ownership()
-        snaps = await self.zfs.list_snapshots(self.dataset)
-        self._snapshots = {s.guid: s for s in snaps}
-        return Source(
-            volume=o.volume,
-            epoch=o.epoch,
-            snapshots=[snapref(s) for s in snaps],
-            label=f"{self.node}:{self.dataset}",
-            volume_id=o.id,
-        )
-
-    def _full(self, ref: SnapRef) -> str:
-        return f"{self.dataset}@{ref.name}"
-
-    async def estimate(self, header: StepHeader) -> int | None:
-        if header.kind == "resume" or header.to is None:
-            return None
-        base = self._full(header.base) if header.base else None
-        exact = await self.zfs.estimate_send_size(self._full(header.to), base=base)
-        if exact is not None:
-            return exact
-        # No `send -nP` (zfs-fuse): a full stream is about the snapshot's
-        # referenced size; an incremental about the growth since the base,
-        # and at least the space the newer snapshots hold.
-        to = self._snapshots.get(header.to.guid)
-        if to is None:
-            return None
-        if header.base is None:
-            return to.referenced
-        base_snap = self._snapshots.get(header.base.guid)
-        grown = to.referenced - base_snap.referenced if base_snap else 0
-        held = sum(
-            s.used
-            for s in self._snapshots.values()
-            if base_snap is not None and base_snap.index < s.index <= to.index
-        )
-        return max(grown, held, 0)
-
-    async def _check_token(self, token: str | None) -> None:
-        """The token comes from the peer: resume only a stream of this volume's dataset,
-        never let a peer read another dataset of this node through `send -t`."""
-        info = await self.zfs.describe_resume_token(token) if token else None
-        if info is None or not info.to_name.startswith(self.dataset + "@"):
-            named = info.to_name if info else "nothing this ZFS can decode"
-            raise ZflockError(
-                f"{self.node}: refusing to resume a stream of {named}: not a snapshot of "
-                f"{self.dataset}"
-            )
-
-    @asynccontextmanager
-    async def send(self, header: StepHeader) -> AsyncIterator[AsyncIterator[bytes]]:
-        if header.kind == "resume":
-            await self._check_token(header.token)
-            stream = self.zfs.send("", resume_token=header.token)
-        else:
-            assert header.to is not None
-            stream = self.zfs.send(
-                self._full(header.to),
-                base=self._full(header.base) if header.base else None,
-                intermediates=header.intermediates,
-            )
-        async with stream as s:
-            yield s.__aiter__()
-
-    # -- pruning (pruning.py decides; zfs_prune.py executes) ---------------------------
-
-    async def cursors(self) -> dict[str, int]:
-        return await zfs_prune.cursors(self.zfs, self.dataset)
-
-    async def move_cursor(self, peer: str, to: SnapRef) -> bool:
-        return await zfs_prune.move_cursor(self.zfs, self.dataset, peer, to)
-
-    async def destroy_snapshots(self, refs: list[SnapRef]) -> list[SnapRef]:
-        return await zfs_prune.destroy_snapshots(
-            self.zfs, self.dataset, refs, release_base_hold=True
-        )
 
 
 class ZfsReceiver:
@@ -159,13 +73,31 @@ class ZfsReceiver:
 
     # -- looking ------------------------------------------------------------------
 
+    async def _read(self) -> DatasetState | None:
+        """Everything the receiving side decides from, in one command (absent: None).
+
+        One read per decision, not one per property: on zfs-fuse each command is a
+        process and a daemon round trip, and a scheduled run's cost was mostly
+        these (docs/benchmarks.md, "Continuous replication at scale")."""
+        caps = await self.zfs.capabilities()
+        props = [*ZFLOCK_PROPERTIES, *(p for p, _ in _STAMPED), "mountpoint", "mounted",
+                 PROP_POLICY_COPY]  # fmt: skip
+        if caps.resume_tokens:
+            props.append("receive_resume_token")
+        if caps.implementation == "openzfs":  # zfs-fuse has no `written`
+            props.append("written")
+        return await self.zfs.dataset_state(self.dataset, props)
+
     async def state(self) -> ReplicaInfo:
-        if not await self.zfs.exists(self.dataset):
+        return await self._info(await self._read())
+
+    async def _info(self, read: DatasetState | None) -> ReplicaInfo:
+        if read is None:
             return ReplicaInfo(exists=False, label=f"{self.node}:{self.dataset}")
-        props = await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES)
-        written = await self._written()
+        props = read.values
+        written = props.get("written")
         epoch = props.get("zflock:epoch")
-        token = await self.zfs.resume_token(self.dataset)  # None where ZFS cannot resume
+        token = _token(read)
         # The snapshot the token completes: the planner's proof that an unstamped
         # partial first receive (OpenZFS keeps it as the dataset itself) is ours.
         decoded = await self.zfs.describe_resume_token(token) if token else None
@@ -175,23 +107,29 @@ class ZfsReceiver:
             volume_id=props.get("zflock:id"),
             role=props.get("zflock:role"),
             epoch=int(epoch) if epoch and epoch.isdigit() else None,
-            modified_since_last_snapshot=bool(written),
+            # Bytes written since the newest snapshot, where the ZFS has `written`.
+            modified_since_last_snapshot=bool(written and written.isdigit() and int(written)),
             resume_token=token,
             resume_to_guid=decoded.to_guid if decoded else None,
-            snapshots=[snapref(s) for s in await self.zfs.list_snapshots(self.dataset)],
+            snapshots=[snapref(s) for s in read.snapshots],
             label=f"{self.node}:{self.dataset}",
         )
 
-    async def _written(self) -> int | None:
-        """Bytes written since the newest snapshot (`written`), where the ZFS has it."""
-        try:
-            value = (await self.zfs.get(self.dataset, ["written"])).get("written")
-        except ZflockError:
-            return None  # zfs-fuse has no `written`
-        return int(value) if value and value.isdigit() else None
-
     async def _check(
         self, source: SourceIdentity, *, may_be_absent: bool, may_be_partial: bool = False
+    ) -> Ownership | None:
+        """`_admit` over the copy as it is now."""
+        return self._admit(
+            await self._read(), source, may_be_absent=may_be_absent, may_be_partial=may_be_partial
+        )
+
+    def _admit(
+        self,
+        read: DatasetState | None,
+        source: SourceIdentity,
+        *,
+        may_be_absent: bool,
+        may_be_partial: bool = False,
     ) -> Ownership | None:
         """The rules that protect this node's data, checked on every call.
 
@@ -200,15 +138,16 @@ class ZfsReceiver:
         snapshot): resuming it only completes that one stream (ZFS checks the stream
         against the partial state) and aborting it loses nothing.
         """
-        if not await self.zfs.exists(self.dataset):
+        if read is None:
             if may_be_absent:
                 return None
             raise ReceiveRefused(f"{self.node}: {self.dataset} does not exist")
-        props = await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES)
+        props = read.values
         if (
             may_be_partial
             and props.get("zflock:volume") is None
-            and await self._unstamped_partial()
+            and _token(read)
+            and not read.snapshots
         ):
             return None
         try:
@@ -235,14 +174,8 @@ class ZfsReceiver:
             )
         return o
 
-    async def _unstamped_partial(self) -> bool:
-        return bool(
-            await self.zfs.resume_token(self.dataset)
-            and not await self.zfs.list_snapshots(self.dataset)
-        )
-
-    async def _by_guid(self, ref: SnapRef) -> Snapshot:
-        for s in await self.zfs.list_snapshots(self.dataset):
+    def _by_guid(self, snapshots: list[Snapshot], ref: SnapRef) -> Snapshot:
+        for s in snapshots:
             if s.guid == ref.guid:
                 return s
         raise ReceiveRefused(f"{self.node}: {self.dataset} has no snapshot with guid {ref.guid}")
@@ -250,7 +183,8 @@ class ZfsReceiver:
     # -- changing -----------------------------------------------------------------
 
     async def prepare(self, source: SourceIdentity, cleanup: Cleanup) -> None:
-        if not await self.zfs.exists(self.dataset):
+        read = await self._read()
+        if read is None:
             raise ReceiveRefused(f"{self.node}: {self.dataset} does not exist")
         # The peer's cleanup is a request: checked against this node's own state, now
         # (the agent holds the volume lock), before anything changes (admit.py).
@@ -261,7 +195,7 @@ class ZfsReceiver:
             label=f"{source.node}:{source.volume}",
             volume_id=source.volume_id,
         )
-        admit_cleanup(claimed, await self.state(), cleanup)
+        admit_cleanup(claimed, await self._info(read), cleanup)
         if cleanup.adopt:
             log.warning(
                 "%s: adopting our own first receive of %s, never stamped (interrupted "
@@ -288,8 +222,13 @@ class ZfsReceiver:
             log.warning("%s: destroying the empty replica to receive it in full", self.dataset)
             await self._unmount()
             await self.zfs.destroy(self.dataset)  # no -r: ZFS refuses if anything appeared
+        snaps = (
+            await self.zfs.list_snapshots(self.dataset)
+            if cleanup.destroy_snapshots or cleanup.rollback_to is not None
+            else []
+        )
         for ref in cleanup.destroy_snapshots:
-            snap = await self._by_guid(ref)
+            snap = self._by_guid(snaps, ref)
             log.warning(
                 "%s: destroying @%s (guid %d), which the source lacks (--force-rollback)",
                 self.dataset,
@@ -298,7 +237,7 @@ class ZfsReceiver:
             )
             await self.zfs.destroy_snapshot(self.dataset, snap.name)
         if cleanup.rollback_to is not None:
-            snap = await self._by_guid(cleanup.rollback_to)
+            snap = self._by_guid(snaps, cleanup.rollback_to)
             log.warning("%s: rolling back to @%s", self.dataset, snap.name)
             await self.zfs.rollback(self.dataset, snap.name)
 
@@ -306,16 +245,17 @@ class ZfsReceiver:
         self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
     ) -> ReceiveResult:
         resume = header.kind == "resume"
-        existing = await self._check(
-            source, may_be_absent=header.kind == "full" or resume, may_be_partial=resume
+        read = await self._read()
+        existing = self._admit(
+            read, source, may_be_absent=header.kind == "full" or resume, may_be_partial=resume
         )
         if header.kind == "full" and existing is not None:
             raise ReceiveRefused(f"{self.node}: {self.dataset} exists; a full stream cannot land")
         if header.kind == "incremental":
-            assert header.base is not None
-            await self._by_guid(header.base)
+            assert header.base is not None and read is not None
+            self._by_guid(read.snapshots, header.base)
         if header.force:  # -F is a request too: admitted only from this node's own state
-            admit_receive(await self.state(), header)
+            admit_receive(await self._info(read), header)
         caps = await self.zfs.capabilities()
         received = 0
         try:
@@ -334,8 +274,7 @@ class ZfsReceiver:
             raise ReplicaModified(
                 f"{self.node}: {self.dataset} was written to after its newest snapshot ({exc})"
             ) from None
-        await self._stamp(source)
-        snaps = await self.zfs.list_snapshots(self.dataset)
+        snaps = (await self._stamp(source)).snapshots
         newest = snaps[-1] if snaps else None
         if header.to is not None and (newest is None or newest.guid != header.to.guid):
             raise ZflockError(
@@ -349,15 +288,39 @@ class ZfsReceiver:
             bytes=received,
         )
 
-    async def prune(self, source: SourceIdentity, request: PruneRequest) -> PruneAnswer:
+    async def prune(
+        self, source: SourceIdentity, request: PruneRequest, policy: PolicyCopy | None = None
+    ) -> PruneAnswer:
         """Prune this replica as a peer asks, if its own decision agrees (the agent holds
-        the volume lock); checked like a receive first (zfs_prune.prune_replica)."""
-        await self._check(source, may_be_absent=False)
-        info = await self.state()
-        return await zfs_prune.prune_replica(self.zfs, self.dataset, info, source.node, request)
+        the volume lock); checked like a receive first (zfs_prune.prune_replica). Then
+        keep `policy`, the primary's, as this replica's copy (docs/failover.md): only
+        when it changed or is getting old (policy.copy_needs_storing)."""
+        read = await self._read()
+        self._admit(read, source, may_be_absent=False)
+        assert read is not None
+        info = await self._info(read)
+        answer = await zfs_prune.prune_replica(self.zfs, self.dataset, info, source.node, request)
+        if policy is not None and copy_needs_storing(read.values.get(PROP_POLICY_COPY), policy):
+            await self._keep(policy)
+        return answer
 
-    async def _stamp(self, source: SourceIdentity) -> None:
-        """Mark the copy a read-only, unmounted replica of the sender's volume and epoch."""
+    async def keep_policy(self, source: SourceIdentity, policy: PolicyCopy) -> bool:
+        """Keep `policy` as this replica's copy, checked as a receive is (this volume id,
+        a replica, an epoch not above the sender's: a fenced former primary cannot plant
+        an old policy). False: no copy of the volume here, nothing a failover could
+        promote, nothing kept."""
+        if self._admit(await self._read(), source, may_be_absent=True) is None:
+            return False
+        await self._keep(policy)
+        return True
+
+    async def _keep(self, policy: PolicyCopy) -> None:
+        # One property, one `zfs set`: atomic on zfs-fuse too.
+        await self.zfs.set(self.dataset, {PROP_POLICY_COPY: copy_value(policy)})
+
+    async def _stamp(self, source: SourceIdentity) -> DatasetState:
+        """Mark the copy a read-only, unmounted replica of the sender's volume and epoch;
+        return the copy as read for it (its snapshots: a property changes none)."""
         o = Ownership(
             volume=source.volume,
             id=source.volume_id,
@@ -368,18 +331,21 @@ class ZfsReceiver:
         )
         props = ownership_properties(o)
         del props["zflock:seq"]  # the sequence is the primary's business
-        # readonly first: on zfs-fuse each property is its own command, and a
-        # copy marked as the volume must never be writable, not even briefly.
-        await self.zfs.set(
-            self.dataset,
-            {
-                "readonly": "on",
-                "canmount": "noauto",
-                "mountpoint": self.mountpoint,
-                **props,
-            },
-        )
-        await self._unmount()
+        wanted = {**dict(_STAMPED), "mountpoint": self.mountpoint, **props}
+        read = await self._read()
+        if read is None:
+            raise ZflockError(f"{self.node}: {self.dataset} vanished while it was received")
+        # Only what differs, set here: after an incremental receive nothing does (a
+        # receive without -p keeps properties), so a scheduled run sets nothing.
+        # readonly first (dict order): on zfs-fuse each property is its own command,
+        # and a copy marked as the volume must never be writable, not even briefly.
+        changes = {p: v for p, v in wanted.items() if not read.is_local(p, v)}
+        if changes:
+            await self.zfs.set(self.dataset, changes)
+            await self._unmount()  # a new mountpoint may have remounted it: ask again
+        elif read.values.get("mounted") == "yes":
+            await self.zfs.unmount(self.dataset)
+        return read
 
     async def _unmount(self) -> None:
         if await self.zfs.is_mounted(self.dataset):

@@ -41,7 +41,7 @@ CURSOR_PREFIX = "zflock-cursor-"
 
 
 def _ref(snap: Snapshot) -> SnapRef:
-    # As zfs_endpoint.snapref: createtxg, or the listing position where ZFS lacks it.
+    # As zfs_sender.snapref: createtxg, or the listing position where ZFS lacks it.
     order = snap.createtxg if snap.createtxg is not None else snap.index
     return SnapRef(snap.name, snap.guid, order, snap.referenced)
 
@@ -111,6 +111,8 @@ async def destroy_snapshots(
     `zflock-base` first: on a primary such a hold is left from when the copy was
     a replica, and the primary's base is protected by the rule and the cursor.
     """
+    if not refs:
+        return []  # most runs: no command at all
     listed = {s.guid: s for s in await zfs.list_snapshots(dataset)}
     targets = [listed[r.guid] for r in refs if r.guid in listed and is_own(listed[r.guid].name)]
     holds = (

@@ -25,7 +25,7 @@ from zflock.zfs.parse import (
 )
 from zflock.zfs.probe import probe_capabilities
 from zflock.zfs.runner import Runner
-from zflock.zfs.types import Capabilities, Dataset, Snapshot
+from zflock.zfs.types import Capabilities, Dataset, DatasetState, Snapshot
 
 DATASET_TYPES = frozenset({"filesystem", "volume", "snapshot", "bookmark"})
 
@@ -121,22 +121,50 @@ class ZfsCore:
     async def list_snapshots(self, dataset: str) -> list[Snapshot]:
         """The dataset's own snapshots (not its children's), oldest first."""
         validate_dataset_name(dataset)
+        table, order = await self._with_snapshots(dataset, ())
+        return parse_snapshots(dataset, table, order=order)
+
+    async def _with_snapshots(
+        self, dataset: str, properties: Sequence[str]
+    ) -> tuple[PropertyTable, list[str] | None]:
+        """`properties` and the snapshots' own for the dataset and its snapshots (one
+        `zfs get -r -d 1`), and, where there is no createtxg, the creation order."""
         caps = await self.capabilities()
-        props = list(
-            SNAPSHOT_PROPERTIES
-            if caps.createtxg
-            else (p for p in SNAPSHOT_PROPERTIES if p != "createtxg")
-        )
+        wanted = [*dict.fromkeys([*properties, *SNAPSHOT_PROPERTIES])]
         if caps.createtxg:
-            table = await self._get(dataset, props, recursive=True, depth=1)
-            return parse_snapshots(dataset, table)
+            return await self._get(dataset, wanted, recursive=True, depth=1), None
+        wanted.remove("createtxg")
         # Without createtxg, creation order is the order `zfs list -t snapshot` prints.
         listing = ["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-d", "1", dataset]
         table, done = await asyncio.gather(
-            self._get(dataset, props, recursive=True, depth=1), self.runner.run(listing)
+            self._get(dataset, wanted, recursive=True, depth=1), self.runner.run(listing)
         )
-        order = [n.split("@", 1)[1] for n in parse_names(done.stdout_text) if "@" in n]
-        return parse_snapshots(dataset, table, order=order)
+        return table, [n.split("@", 1)[1] for n in parse_names(done.stdout_text) if "@" in n]
+
+    async def dataset_state(self, dataset: str, properties: Sequence[str]) -> DatasetState | None:
+        """The dataset's `properties` and its own snapshots in one command; None if absent.
+
+        A replication step reads both several times (the replica's state at connect,
+        before and after a receive, at pruning); on zfs-fuse every command is a
+        process and a round trip to the daemon, and those commands were most of a
+        scheduled run's cost (docs/benchmarks.md, "Continuous replication at scale").
+        The snapshots' rows repeat the dataset's user properties (inherited); only
+        the dataset's own row is read for `properties`.
+        """
+        validate_dataset_name(dataset)
+        for prop in properties:
+            validate_property_name(prop)
+        try:
+            table, order = await self._with_snapshots(dataset, properties)
+        except DatasetNotFound:
+            return None
+        own = table.get(dataset, {})
+        return DatasetState(
+            name=dataset,
+            values={prop: property_or_none(table, dataset, prop) for prop in properties},
+            local=frozenset(p for p, pv in own.items() if pv.source == "local" and pv.is_set),
+            snapshots=parse_snapshots(dataset, table, order=order),
+        )
 
     async def get(self, name: str, properties: Sequence[str]) -> dict[str, str | None]:
         """Raw (-p) values; None for a property that is unset ("-") or not reported."""

@@ -47,6 +47,20 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class DatasetState:
+    """A dataset's properties and its own snapshots, as one `zfs get -r -d 1` saw them."""
+
+    name: str
+    values: Mapping[str, str | None]  # raw -p values; None: unset ("-") or not reported
+    local: frozenset[str]  # the properties set on the dataset itself (source "local")
+    snapshots: list[Snapshot]  # oldest first
+
+    def is_local(self, prop: str, value: str) -> bool:
+        """Whether `prop` is set to `value` on the dataset itself (not inherited)."""
+        return prop in self.local and self.values.get(prop) == value
+
+
+@dataclass(frozen=True)
 class ResumeTokenInfo:
     """What a `receive_resume_token` says (decoded by `zfs send -nvt`)."""
 

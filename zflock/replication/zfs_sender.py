@@ -1,0 +1,129 @@
+"""The sending side over a node's own ZFS: a volume's primary dataset on this node.
+
+With zfs_endpoint.py (the receiving side) the only replication code that runs ZFS.
+The sender trusts nothing a peer sends either: a resume token is decoded and
+checked to name this volume's dataset before `zfs send -t` runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from zflock.cluster.ownership import (
+    ZFLOCK_PROPERTIES,
+    NotManaged,
+    Ownership,
+    ownership_from_properties,
+)
+from zflock.errors import ZflockError
+from zflock.replication import zfs_prune
+from zflock.replication.endpoint import StepHeader
+from zflock.replication.model import SnapRef, Source
+from zflock.zfs import DatasetNotFound, Snapshot, Zfs
+
+
+def snapref(s: Snapshot) -> SnapRef:
+    # createtxg where the ZFS has it; otherwise the listing position, which
+    # is creation order within one dataset (LAB.md).
+    order = s.createtxg if s.createtxg is not None else s.index
+    return SnapRef(name=s.name, guid=s.guid, order=order, size=s.referenced)
+
+
+class ZfsSender:
+    """The sending side: a volume's dataset on this node."""
+
+    def __init__(self, zfs: Zfs, dataset: str, node: str) -> None:
+        self.zfs = zfs
+        self.dataset = dataset
+        self.node = node
+        self._snapshots: dict[int, Snapshot] = {}
+
+    async def ownership(self) -> Ownership:
+        return self._owned(await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES))
+
+    def _owned(self, props: Mapping[str, str | None]) -> Ownership:
+        try:
+            return ownership_from_properties(props)
+        except NotManaged as exc:
+            raise ZflockError(f"{self.dataset} is not a zflock volume ({exc})") from None
+
+    async def source(self) -> Source:
+        read = await self.zfs.dataset_state(self.dataset, ZFLOCK_PROPERTIES)  # one command
+        if read is None:
+            raise DatasetNotFound(f"{self.node}: {self.dataset} does not exist")
+        o, snaps = self._owned(read.values), read.snapshots
+        self._snapshots = {s.guid: s for s in snaps}
+        return Source(
+            volume=o.volume,
+            epoch=o.epoch,
+            snapshots=[snapref(s) for s in snaps],
+            label=f"{self.node}:{self.dataset}",
+            volume_id=o.id,
+        )
+
+    def _full(self, ref: SnapRef) -> str:
+        return f"{self.dataset}@{ref.name}"
+
+    async def estimate(self, header: StepHeader) -> int | None:
+        if header.kind == "resume" or header.to is None:
+            return None
+        base = self._full(header.base) if header.base else None
+        exact = await self.zfs.estimate_send_size(self._full(header.to), base=base)
+        if exact is not None:
+            return exact
+        # No `send -nP` (zfs-fuse): a full stream is about the snapshot's
+        # referenced size; an incremental about the growth since the base,
+        # and at least the space the newer snapshots hold.
+        to = self._snapshots.get(header.to.guid)
+        if to is None:
+            return None
+        if header.base is None:
+            return to.referenced
+        base_snap = self._snapshots.get(header.base.guid)
+        grown = to.referenced - base_snap.referenced if base_snap else 0
+        held = sum(
+            s.used
+            for s in self._snapshots.values()
+            if base_snap is not None and base_snap.index < s.index <= to.index
+        )
+        return max(grown, held, 0)
+
+    async def _check_token(self, token: str | None) -> None:
+        """The token comes from the peer: resume only a stream of this volume's dataset,
+        never let a peer read another dataset of this node through `send -t`."""
+        info = await self.zfs.describe_resume_token(token) if token else None
+        if info is None or not info.to_name.startswith(self.dataset + "@"):
+            named = info.to_name if info else "nothing this ZFS can decode"
+            raise ZflockError(
+                f"{self.node}: refusing to resume a stream of {named}: not a snapshot of "
+                f"{self.dataset}"
+            )
+
+    @asynccontextmanager
+    async def send(self, header: StepHeader) -> AsyncIterator[AsyncIterator[bytes]]:
+        if header.kind == "resume":
+            await self._check_token(header.token)
+            stream = self.zfs.send("", resume_token=header.token)
+        else:
+            assert header.to is not None
+            stream = self.zfs.send(
+                self._full(header.to),
+                base=self._full(header.base) if header.base else None,
+                intermediates=header.intermediates,
+            )
+        async with stream as s:
+            yield s.__aiter__()
+
+    # -- pruning (pruning.py decides; zfs_prune.py executes) ---------------------------
+
+    async def cursors(self) -> dict[str, int]:
+        return await zfs_prune.cursors(self.zfs, self.dataset)
+
+    async def move_cursor(self, peer: str, to: SnapRef) -> bool:
+        return await zfs_prune.move_cursor(self.zfs, self.dataset, peer, to)
+
+    async def destroy_snapshots(self, refs: list[SnapRef]) -> list[SnapRef]:
+        return await zfs_prune.destroy_snapshots(
+            self.zfs, self.dataset, refs, release_base_hold=True
+        )
