@@ -125,7 +125,7 @@ def render(r: Result, argv: list[str]) -> str:
         f"{after.get('last_bytes', 0) / 2**20:.2f} MiB; {r.acked} acknowledged writes, "
         "all found on node2.",
         "",
-        "Not measured here: the 300-volume scale run (bench/scale_bench.py)."
+        "The 300-volume scale run is the section above (bench/replication_scale_bench.py)."
         + (
             f" This run sampled {r.duration:g} s, not the issue's 5 minutes (pass --duration 300)."
             if r.duration < 300
