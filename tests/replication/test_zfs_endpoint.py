@@ -20,7 +20,8 @@ from zflock.errors import ZflockError
 from zflock.replication.admit import NotAdmitted
 from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
 from zflock.replication.zfs_endpoint import ZfsReceiver
-from zflock.replication.zfs_sender import ZfsSender, snapref
+from zflock.replication.zfs_prune import snapref
+from zflock.replication.zfs_sender import ZfsSender
 
 IDENTITY = SourceIdentity(volume="vol", volume_id="id-vol", epoch=1, origin="a", node="a")
 # A real zflock:id (a UUID), for a dataset that is checked as a replica once stamped.

@@ -43,7 +43,7 @@ from zflock.replication.policy import (
     copy_needs_storing,
     copy_value,
 )
-from zflock.replication.zfs_sender import snapref
+from zflock.replication.zfs_prune import snapref
 from zflock.zfs import DatasetState, DestinationModified, Snapshot, Zfs
 
 log = logging.getLogger("zflock.replication")

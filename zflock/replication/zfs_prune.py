@@ -40,10 +40,12 @@ BASE_HOLD = "zflock-base"
 CURSOR_PREFIX = "zflock-cursor-"
 
 
-def _ref(snap: Snapshot) -> SnapRef:
-    # As zfs_sender.snapref: createtxg, or the listing position where ZFS lacks it.
+def snapref(snap: Snapshot) -> SnapRef:
+    """A listed snapshot as the planner sees it (both endpoints and pruning use this)."""
+    # createtxg where the ZFS has it; otherwise the listing position, which is
+    # creation order within one dataset (LAB.md).
     order = snap.createtxg if snap.createtxg is not None else snap.index
-    return SnapRef(snap.name, snap.guid, order, snap.referenced)
+    return SnapRef(name=snap.name, guid=snap.guid, order=order, size=snap.referenced)
 
 
 def cursor_name(peer: str) -> str:
@@ -96,7 +98,7 @@ async def move_base_hold(zfs: Zfs, dataset: str, base: SnapRef | None) -> SnapRe
     for name in held:
         if target is None or name != target.name:
             await zfs.release(f"{dataset}@{name}", BASE_HOLD)
-    return None if target is None else _ref(target)
+    return None if target is None else snapref(target)
 
 
 async def destroy_snapshots(
@@ -133,7 +135,7 @@ async def destroy_snapshots(
         except DatasetBusy as exc:
             log.warning("%s: not pruning @%s now: %s", dataset, snap.name, exc)
             continue
-        destroyed.append(_ref(snap))
+        destroyed.append(snapref(snap))
     if destroyed:
         log.info("%s: pruned %s", dataset, ", ".join(f"@{s.name}" for s in destroyed))
     return destroyed
@@ -163,7 +165,7 @@ async def prune_replica(
     held = await move_base_hold(zfs, dataset, base)
     destroyed = await destroy_snapshots(zfs, dataset, request.destroy, release_base_hold=False)
     # Listed again only when something went (a hold changes no listing).
-    after = [_ref(s) for s in await zfs.list_snapshots(dataset)] if destroyed else info.snapshots
+    after = [snapref(s) for s in await zfs.list_snapshots(dataset)] if destroyed else info.snapshots
     return PruneAnswer(destroyed=destroyed, snapshots=list(after), held=held)
 
 

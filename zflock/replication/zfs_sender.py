@@ -20,14 +20,8 @@ from zflock.errors import ZflockError
 from zflock.replication import zfs_prune
 from zflock.replication.endpoint import StepHeader
 from zflock.replication.model import SnapRef, Source
+from zflock.replication.zfs_prune import snapref
 from zflock.zfs import DatasetNotFound, Snapshot, Zfs
-
-
-def snapref(s: Snapshot) -> SnapRef:
-    # createtxg where the ZFS has it; otherwise the listing position, which
-    # is creation order within one dataset (LAB.md).
-    order = s.createtxg if s.createtxg is not None else s.index
-    return SnapRef(name=s.name, guid=s.guid, order=order, size=s.referenced)
 
 
 class ZfsSender:
