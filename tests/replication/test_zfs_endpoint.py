@@ -11,15 +11,18 @@ resume tests skip there because the probe says so (and fail if the OpenZFS tier 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from tests.conftest import ZfsNode
 from tests.zfsstreams import cut_resumable_receive, guid, need, random_snapshot, send_bytes
+from zflock.cluster.ownership import Ownership, ownership_properties
 from zflock.errors import ZflockError
 from zflock.replication.admit import NotAdmitted
-from zflock.replication.endpoint import Cleanup, SourceIdentity, StepHeader
-from zflock.replication.zfs_endpoint import ZfsReceiver
+from zflock.replication.endpoint import Cleanup, PruneRequest, SourceIdentity, StepHeader
+from zflock.replication.policy import PolicyCopy
+from zflock.replication.zfs_endpoint import ReceiveRefused, ZfsReceiver
 from zflock.replication.zfs_prune import snapref
 from zflock.replication.zfs_sender import ZfsSender
 
@@ -136,3 +139,46 @@ async def test_unstamped_completed_first_receive_is_adopted_read_only_and_unmoun
     # Adopted once: asking again is refused (it is a stamped replica now).
     with pytest.raises(NotAdmitted, match="refusing to adopt"):
         await receiver.prepare(ADOPTER, theirs)
+
+
+async def test_the_receiver_refuses_by_its_own_state_whatever_the_sender_planned(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    """The receiver's own rules, without the planner in front of them (a peer with a bug
+    or a stale view): a sender of an older epoch (a fenced former primary), of another
+    volume, or into a copy that is a primary is refused, for a receive, a prune and a
+    policy copy alike, and nothing changes. Checked on the one read each call makes."""
+    src, dst = zfs_pair
+    vol, target = f"{src_root}/vol", f"{dst_root}/vol"
+    now = replace(ADOPTER, epoch=2)  # the replica's primary is at epoch 2
+    await src.zfs.create(vol, ownership_properties(
+        Ownership(now.volume, now.volume_id, now.epoch, "primary", now.origin, 0)
+    ))  # fmt: skip
+    await random_snapshot(src, vol, 200_000, "s1")
+    sender = ZfsSender(src.zfs, vol, "a")
+    receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/vol-mnt", "b")
+    s1 = (await sender.source()).snapshots[0]
+    full = StepHeader(kind="full", to=s1)
+    await receiver.receive(now, full, chunks_of(sender, full))
+    await random_snapshot(src, vol, 200_000, "s2")
+    s2 = (await sender.source()).snapshots[1]
+    step = StepHeader(kind="incremental", to=s2, base=s1)
+    copy = PolicyCopy(1, "a", 0.0, {})
+    before = await dst.zfs.dataset_state(target, ["zflock:epoch", "zflock:policy-copy"])
+
+    stale, foreign = replace(now, epoch=1), replace(now, volume_id="id-other")
+    refusals = [(stale, "newer than the sender's"), (foreign, "belongs to another volume")]
+    for who, why in refusals:
+        with pytest.raises(ReceiveRefused, match=why):
+            await receiver.receive(who, step, chunks_of(sender, step))
+        with pytest.raises(ReceiveRefused, match=why):
+            await receiver.prune(who, PruneRequest(keep="last=1", now=0.0), copy)
+        with pytest.raises(ReceiveRefused, match=why):
+            await receiver.keep_policy(who, copy)
+    assert await dst.zfs.dataset_state(target, ["zflock:epoch", "zflock:policy-copy"]) == before
+
+    await dst.zfs.set(target, {"zflock:role": "primary"})
+    with pytest.raises(ReceiveRefused, match="only a replica is ever received into"):
+        await receiver.receive(now, step, chunks_of(sender, step))
+    await dst.zfs.set(target, {"zflock:role": "replica"})
+    assert (await receiver.receive(now, step, chunks_of(sender, step))).guid == s2.guid
