@@ -85,3 +85,16 @@ def test_native_preflight_needs_zfsutils_not_zfs_fuse() -> None:
     problem = preflight.check_native_programs(without("zpool"))
     assert problem is not None and "zfsutils-linux" in problem
     assert "modprobe zfs" in (preflight.check_kernel_zfs(Path("/nonexistent/zfs")) or "")
+
+
+def test_agent_start_wait_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zflock.lab.agents import START_TIMEOUT_ENV, LabAgentError, start_timeout
+
+    monkeypatch.delenv(START_TIMEOUT_ENV, raising=False)
+    assert start_timeout() == 90.0
+    monkeypatch.setenv(START_TIMEOUT_ENV, "450")
+    assert start_timeout() == 450.0
+    for bad in ("soon", "0", "-5", "nan", "inf"):
+        monkeypatch.setenv(START_TIMEOUT_ENV, bad)
+        with pytest.raises(LabAgentError, match=f"{START_TIMEOUT_ENV}='{bad}' is not a positive"):
+            start_timeout()

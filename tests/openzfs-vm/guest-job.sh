@@ -40,6 +40,10 @@ export ZFLOCK_TEST_ZFS=native ZFLOCK_LAB_ZFS=native
 # timeouts and shrink the streams they cut mid-way by this factor
 # (tests/agentlab.py SLOWDOWN). Measured: a lab stream moves ~15-20x slower here.
 export ZFLOCK_TEST_SLOWDOWN=${ZFLOCK_TEST_SLOWDOWN:-5}
+# The lab's wait for an agent to listen (90 s on a host), stretched by the same 5:
+# in CI the guest shares the host's cores with the zfs-fuse suite, and a lab's
+# three agents once took over 90 s to start (zflock/lab/agents.py).
+export ZFLOCK_LAB_START_TIMEOUT=${ZFLOCK_LAB_START_TIMEOUT:-450}
 export PATH=/opt/zflock-venv/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PYTHONPATH=/var/tmp/zflock-src
 export HOME=/root TMPDIR=/var/tmp LANG=C.UTF-8

@@ -110,14 +110,16 @@ def test_an_incremental_run_reads_each_side_once_and_sets_nothing_in_place(
 
 
 def test_replicate_bad_input(agent_lab: AgentLab) -> None:
+    # Its own volume: the test must not depend on an earlier one having created `web`.
+    assert agent_lab.cli("create", "badin", "--on", "node1").returncode == 0
     before = agent_lab.zfs_state()
     cases = [
         (["replicate", "nosuch", "--to", "node2"], 1, "not found"),
-        (["replicate", "web", "--to", "node9"], 2, "unknown node"),
-        (["replicate", "web", "--to", "node1"], 2, "is the primary"),
+        (["replicate", "badin", "--to", "node9"], 2, "unknown node"),
+        (["replicate", "badin", "--to", "node1"], 2, "is the primary"),
         (["replicate", "a;b", "--to", "node2"], 2, "invalid volume name"),
-        (["replicate", "web", "--to", "no de"], 2, "invalid node name"),
-        (["replicate", "web"], 2, "--to"),
+        (["replicate", "badin", "--to", "no de"], 2, "invalid node name"),
+        (["replicate", "badin"], 2, "--to"),
     ]
     for args, code, message in cases:
         r = agent_lab.cli(*args)

@@ -15,6 +15,7 @@ that node's zfs-fuse), and its PID is recorded in the lab state as the
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -145,22 +146,50 @@ def agent_log(node: NodeState) -> Path:
 
 
 # Generous: an agent that dies is noticed at once (its exit status is polled), so
-# the wait only matters for a slow start, e.g. Python importing asyncssh under
-# the OpenZFS tier's emulated CPU (tests/openzfs-vm), where it takes seconds.
+# the wait only matters for a slow start. Under the OpenZFS tier's emulated CPU
+# (tests/openzfs-vm) importing the agent takes 5 s alone and 10 s for three at
+# once on an idle host (measured 2026-12-04); with the host's cores shared with
+# the zfs-fuse suite, a lab's three agents once took over 90 s, so the guest
+# stretches this wait with $ZFLOCK_LAB_START_TIMEOUT.
 START_TIMEOUT = 90.0
+START_TIMEOUT_ENV = "ZFLOCK_LAB_START_TIMEOUT"
+
+
+def start_timeout() -> float:
+    """Seconds to wait for an agent to listen: $ZFLOCK_LAB_START_TIMEOUT, else 90."""
+    raw = os.environ.get(START_TIMEOUT_ENV, "")
+    if not raw:
+        return START_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and math.isfinite(value)):  # every wait is bounded: no "inf"
+        raise LabAgentError(f"{START_TIMEOUT_ENV}={raw!r} is not a positive number of seconds")
+    return value
+
+
+def _last_log_line(node: NodeState) -> str:
+    try:
+        lines = agent_log(node).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def wait_ready(
-    node: NodeState, proc: subprocess.Popen[bytes], *, port: int, timeout: float = START_TIMEOUT
+    node: NodeState, proc: subprocess.Popen[bytes], *, port: int, timeout: float | None = None
 ) -> None:
-    """Wait until the agent accepts TCP connections; raise with its last log line if it died."""
+    """Wait until the agent accepts TCP connections; raise with its last log line if it died
+    or did not listen in time (`timeout`, default start_timeout())."""
+    if timeout is None:
+        timeout = start_timeout()
     deadline = time.monotonic() + timeout
     while True:
         code = proc.poll()
         if code is not None:
-            tail = agent_log(node).read_text(errors="replace").strip().splitlines()[-1:]
             raise LabAgentError(
-                f"agent on {node.name} exited with status {code}: {tail[0] if tail else ''}"
+                f"agent on {node.name} exited with status {code}: {_last_log_line(node)}"
             )
         try:
             with socket.create_connection((node.address, port), timeout=0.5):
@@ -168,7 +197,11 @@ def wait_ready(
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise LabAgentError(f"agent on {node.name} not listening after {timeout:.0f} s")
+            # Its last log line says where it stands (still importing, probing ZFS...).
+            last = _last_log_line(node) or "nothing logged yet"
+            raise LabAgentError(
+                f"agent on {node.name} not listening after {timeout:.0f} s; its log: {last}"
+            )
         time.sleep(0.05)
     # The Popen object is dropped: the PID is recorded and `lab down` stops it.
     proc.returncode = 0
