@@ -153,7 +153,7 @@ class Volumes:
     async def get(self, name: str) -> VolumeInfo:
         """One copy, read from its own dataset: as fast with a thousand volumes as with one."""
         dataset = self.config.dataset(validate_component(name, "volume name"))
-        missing = VolumeNotFound(f"volume {name} not found on node {self.config.node}")
+        missing = self._missing(name)
         try:
             listed = await self.zfs.list_datasets(
                 dataset, LISTED_PROPERTIES, recursive=True, types=LISTED_TYPES
@@ -202,7 +202,7 @@ class Volumes:
         try:  # one `zfs get`: no separate existence check first
             props = await self.zfs.get(dataset, ZFLOCK_PROPERTIES)
         except DatasetNotFound:
-            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}") from None
+            raise self._missing(name) from None
         return self._owned(dataset, props)
 
     async def _with_snapshots(self, name: str) -> tuple[Ownership, Sequence[Snapshot]]:
@@ -210,8 +210,11 @@ class Volumes:
         dataset = self.config.dataset(validate_component(name, "volume name"))
         read = await self.zfs.dataset_state(dataset, ZFLOCK_PROPERTIES)
         if read is None:
-            raise VolumeNotFound(f"volume {name} not found on node {self.config.node}")
+            raise self._missing(name)
         return self._owned(dataset, read.values), read.snapshots
+
+    def _missing(self, name: str) -> VolumeNotFound:
+        return VolumeNotFound(f"volume {name} not found on node {self.config.node}")
 
     def _owned(self, dataset: str, props: Mapping[str, str | None]) -> Ownership:
         try:
