@@ -273,3 +273,13 @@ def test_resume_token_contents() -> None:
 )
 def test_resume_token_contents_undecodable(text: str) -> None:
     assert parse_resume_token_contents(text) is None
+
+
+def test_a_resume_token_is_none_when_zfs_prints_a_dash() -> None:
+    from zflock.zfs.types import DatasetState, resume_token_value
+
+    assert resume_token_value("1-abc-def") == "1-abc-def"
+    assert [resume_token_value(v) for v in ("-", "", None)] == [None, None, None]
+    state = DatasetState("p/v", {"receive_resume_token": "1-abc"}, frozenset(), [])
+    assert state.resume_token == "1-abc"
+    assert DatasetState("p/v", {}, frozenset(), []).resume_token is None

@@ -53,11 +53,6 @@ log = logging.getLogger("zflock.replication")
 _STAMPED = (("readonly", "on"), ("canmount", "noauto"))
 
 
-def _token(read: DatasetState) -> str | None:
-    token = read.values.get("receive_resume_token")
-    return token if token and token != "-" else None
-
-
 class ReceiveRefused(ZflockError):
     """The destination refused a step: receiving it could destroy data that is not ours."""
 
@@ -97,7 +92,7 @@ class ZfsReceiver:
         props = read.values
         written = props.get("written")
         epoch = props.get("zflock:epoch")
-        token = _token(read)
+        token = read.resume_token
         # The snapshot the token completes: the planner's proof that an unstamped
         # partial first receive (OpenZFS keeps it as the dataset itself) is ours.
         decoded = await self.zfs.describe_resume_token(token) if token else None
@@ -146,7 +141,7 @@ class ZfsReceiver:
         if (
             may_be_partial
             and props.get("zflock:volume") is None
-            and _token(read)
+            and read.resume_token
             and not read.snapshots
         ):
             return None

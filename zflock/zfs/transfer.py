@@ -7,7 +7,7 @@ from zflock.zfs.core import ZfsCore
 from zflock.zfs.names import validate_dataset_name
 from zflock.zfs.parse import parse_resume_token_contents, parse_send_estimate
 from zflock.zfs.streams import ReceiveStream, SendStream
-from zflock.zfs.types import ResumeTokenInfo
+from zflock.zfs.types import ResumeTokenInfo, resume_token_value
 
 
 class TransferOps(ZfsCore):
@@ -77,8 +77,9 @@ class TransferOps(ZfsCore):
         validate_dataset_name(dataset)
         if not (await self.capabilities()).resume_tokens:
             return None
-        token = (await self.get(dataset, ["receive_resume_token"]))["receive_resume_token"]
-        return token if token and token != "-" else None
+        return resume_token_value(
+            (await self.get(dataset, ["receive_resume_token"]))["receive_resume_token"]
+        )
 
     async def describe_resume_token(self, token: str) -> ResumeTokenInfo | None:
         """Decode a resume token (`zfs send -nvt`): which snapshot it completes, from where.

@@ -59,6 +59,16 @@ class DatasetState:
         """Whether `prop` is set to `value` on the dataset itself (not inherited)."""
         return prop in self.local and self.values.get(prop) == value
 
+    @property
+    def resume_token(self) -> str | None:
+        """Its `receive_resume_token`, if that was read and there is one."""
+        return resume_token_value(self.values.get("receive_resume_token"))
+
+
+def resume_token_value(raw: str | None) -> str | None:
+    """A `receive_resume_token` as `zfs get` prints it: None when there is none ("-")."""
+    return raw if raw and raw != "-" else None
+
 
 @dataclass(frozen=True)
 class ResumeTokenInfo:
