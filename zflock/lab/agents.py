@@ -235,15 +235,17 @@ def kill(node: NodeState, *, timeout: float = 30.0) -> None:
 
 def start(state: LabState, node: NodeState, port: int = DEFAULT_PORT) -> None:
     """Start one node's agent (unless it runs) and wait until it listens."""
+    timeout = start_timeout()  # a bad $ZFLOCK_LAB_START_TIMEOUT fails before anything starts
     proc = spawn(state, node)
     if proc is not None:
-        wait_ready(node, proc, port=port)
+        wait_ready(node, proc, port=port, timeout=timeout)
 
 
 def start_all(state: LabState, port: int = DEFAULT_PORT) -> None:
     """Configure and start every node's agent; they start in parallel."""
+    timeout = start_timeout()  # a bad $ZFLOCK_LAB_START_TIMEOUT fails before anything starts
     configure(state, port)
     spawned = [(node, spawn(state, node)) for node in state.nodes.values()]
     for node, proc in spawned:
         if proc is not None:
-            wait_ready(node, proc, port=port)
+            wait_ready(node, proc, port=port, timeout=timeout)
