@@ -88,13 +88,15 @@ def test_native_preflight_needs_zfsutils_not_zfs_fuse() -> None:
 
 
 def test_agent_start_wait_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from zflock.lab.agents import START_TIMEOUT_ENV, LabAgentError, start_timeout
+    from zflock.lab.agents import START_TIMEOUT_ENV, start_timeout
 
     monkeypatch.delenv(START_TIMEOUT_ENV, raising=False)
     assert start_timeout() == 90.0
     monkeypatch.setenv(START_TIMEOUT_ENV, "450")
     assert start_timeout() == 450.0
-    for bad in ("soon", "0", "-5", "nan", "inf"):
+    monkeypatch.setenv(START_TIMEOUT_ENV, "7m30s")
+    assert start_timeout() == 450.0
+    for bad in ("soon", "0", "-5", "nan", "inf", "1.5"):
         monkeypatch.setenv(START_TIMEOUT_ENV, bad)
-        with pytest.raises(LabAgentError, match=f"{START_TIMEOUT_ENV}='{bad}' is not a positive"):
+        with pytest.raises(UsageError, match=rf"invalid \${START_TIMEOUT_ENV} '{bad}'"):
             start_timeout()

@@ -15,7 +15,6 @@ that node's zfs-fuse), and its PID is recorded in the lab state as the
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -29,6 +28,7 @@ from zflock.errors import ZflockError
 from zflock.lab import procs, sshd
 from zflock.lab.nodes import node_prefix
 from zflock.lab.state import LabState, NodeState
+from zflock.units import parse_duration
 
 AGENT_ROLE = "agent"
 
@@ -156,17 +156,10 @@ START_TIMEOUT_ENV = "ZFLOCK_LAB_START_TIMEOUT"
 
 
 def start_timeout() -> float:
-    """Seconds to wait for an agent to listen: $ZFLOCK_LAB_START_TIMEOUT, else 90."""
+    """Seconds to wait for an agent to listen: $ZFLOCK_LAB_START_TIMEOUT (a duration
+    such as 450 or 7m30s), else 90. A bad value is a UsageError naming the variable."""
     raw = os.environ.get(START_TIMEOUT_ENV, "")
-    if not raw:
-        return START_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not (value > 0 and math.isfinite(value)):  # every wait is bounded: no "inf"
-        raise LabAgentError(f"{START_TIMEOUT_ENV}={raw!r} is not a positive number of seconds")
-    return value
+    return float(parse_duration(raw, f"${START_TIMEOUT_ENV}")) if raw else START_TIMEOUT
 
 
 def _last_log_line(node: NodeState) -> str:
@@ -178,12 +171,10 @@ def _last_log_line(node: NodeState) -> str:
 
 
 def wait_ready(
-    node: NodeState, proc: subprocess.Popen[bytes], *, port: int, timeout: float | None = None
+    node: NodeState, proc: subprocess.Popen[bytes], *, port: int, timeout: float
 ) -> None:
     """Wait until the agent accepts TCP connections; raise with its last log line if it died
-    or did not listen in time (`timeout`, default start_timeout())."""
-    if timeout is None:
-        timeout = start_timeout()
+    or did not listen within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         code = proc.poll()
