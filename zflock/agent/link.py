@@ -62,7 +62,7 @@ from zflock.replication.zfs_sender import ZfsSender
 from zflock.rpc.client import AgentClient
 from zflock.rpc.messages import SnapshotInfo
 from zflock.rpc.replica import RemoteReceiver
-from zflock.zfs import Zfs
+from zflock.zfs import DatasetState, Zfs
 
 log = logging.getLogger("zflock.agent.link")
 
@@ -118,6 +118,9 @@ class ReplicationLink:
         self._identity: SourceIdentity | None = None
         self._resume = False  # both sides can resume an interrupted stream
         self.replica = ReplicaInfo(exists=False)  # the peer's copy as read at connect
+        # This copy as read at connect (None when the caller gave the ownership): a
+        # cycle that connected itself plans and snapshots from it (see _cycle).
+        self._connect_read: DatasetState | None = None
 
     # -- the connection ---------------------------------------------------------------
 
@@ -141,7 +144,10 @@ class ReplicationLink:
         """Check that this copy is the primary, connect, and read the replica's state
         (which also says whether the peer can resume a stream)."""
         config = self.services.config
-        ownership = self._ownership or await self.sender.ownership()
+        ownership = self._ownership
+        if ownership is None:
+            self._connect_read = await self.sender.read()
+            ownership = self.sender.ownership_of(self._connect_read)
         if not ownership.is_primary:
             raise ZflockError(
                 f"node {config.node} holds a {ownership.role} of {self.volume}; "
@@ -177,16 +183,27 @@ class ReplicationLink:
     def options(self, *, force_rollback: bool = False) -> PlanOptions:
         return PlanOptions(force_rollback=force_rollback, resume_supported=self._resume)
 
-    async def check(self, *, force_rollback: bool = False) -> None:
+    async def check(
+        self, *, force_rollback: bool = False, read: DatasetState | None = None
+    ) -> None:
         """Plan as if a new snapshot were taken now, against the replica as read at
-        connect: a conflict refuses here, before anything changes on either side."""
-        source = with_pending_snapshot(await self.sender.source())
-        plan_replication(source, self.replica, self.options(force_rollback=force_rollback))
+        connect: a conflict refuses here, before anything changes on either side.
+        `read`: this copy as just read (else read here)."""
+        source = self.sender.source_of(read or await self.sender.read())
+        options = self.options(force_rollback=force_rollback)
+        plan_replication(with_pending_snapshot(source), self.replica, options)
 
     async def replicate(
-        self, observer: Observer = NO_OBSERVER, *, force_rollback: bool = False
+        self,
+        observer: Observer = NO_OBSERVER,
+        *,
+        force_rollback: bool = False,
+        read: DatasetState | None = None,
+        replica: ReplicaInfo | None = None,
     ) -> Outcome:
-        """Send what the replica lacks of the snapshots that exist (no new one)."""
+        """Send what the replica lacks of the snapshots that exist (no new one).
+        `read` and `replica`: the two sides as just read, for the first round's plan
+        (replication.driver.replicate); read there when None."""
         assert self._identity is not None, "connect() first"
         volume = self.volume
 
@@ -194,15 +211,20 @@ class ReplicationLink:
             observer.emit(StreamProgressed(volume, p.step, p.bytes, p.total, p.rate))
 
         options = self.options(force_rollback=force_rollback)
-        return await replicate(self.sender, self.receiver, self._identity, options, report)
+        source = self.sender.source_of(read) if read is not None else None
+        return await replicate(
+            self.sender, self.receiver, self._identity, options, report,
+            source=source, destination=replica,
+        )  # fmt: skip
 
-    async def prune(self) -> PruneReport:
-        """Prune the peer's replica and this primary after a sync (agent/link_prune.py)."""
+    async def prune(self, read: DatasetState | None = None) -> PruneReport:
+        """Prune the peer's replica and this primary after a sync (agent/link_prune.py).
+        `read`: this copy as read since its last change (else read there)."""
         assert self._identity is not None, "connect() first"
         services = self.services
         return await prune_after_cycle(
-            services.config, services.zfs, services.key, self.sender, self.receiver,
-            self._identity, self.peer.name,
+            services.config, services.key, self.sender, self.receiver,
+            self._identity, self.peer.name, read=read,
         )  # fmt: skip
 
     async def cycle(self, *, job: Job | None, force_rollback: bool = False) -> LinkResult:
@@ -210,10 +232,10 @@ class ReplicationLink:
         started = time.monotonic()
         try:
             if self.connected:
-                result = await self._cycle(job, force_rollback, started)
+                result = await self._cycle(job, force_rollback, started, fresh=False)
             else:
                 async with self:
-                    result = await self._cycle(job, force_rollback, started)
+                    result = await self._cycle(job, force_rollback, started, fresh=True)
         except BaseException as exc:
             observer = self.services.observer
             observer.emit(ReplicationFailed(self.volume, self.peer.name, failure_reason(exc)))
@@ -230,17 +252,36 @@ class ReplicationLink:
         )  # fmt: skip
         return result
 
-    async def _cycle(self, job: Job | None, force_rollback: bool, started: float) -> LinkResult:
-        await self.check(force_rollback=force_rollback)
+    async def _cycle(
+        self, job: Job | None, force_rollback: bool, started: float, *, fresh: bool
+    ) -> LinkResult:
+        """One cycle on this connection. `fresh`: the cycle connected just now, so both
+        copies as read at connect are current (the caller holds the volume's lock);
+        otherwise an earlier use of the connection may have changed them.
+
+        This copy is read twice in all, before and after the snapshot, and each read
+        serves every step after it (ZfsSender.read); the replica's state at connect
+        is the first round's (the receiver checks each step against its own state)."""
+        before = self._connect_read if fresh else None
+        self._connect_read = None
+        if before is None:
+            before = await self.sender.read()
+        await self.check(force_rollback=force_rollback, read=before)
         watcher: Observer = self.services.observer
         if job is not None:
             job.step = "snapshot"
             watcher = FanOut([job, watcher])
-        snap = await self.services.volumes.snapshot(self.volume)
-        outcome = await self.replicate(watcher, force_rollback=force_rollback)
+        volumes = self.services.volumes
+        taken = await volumes.snapshot_known(self.volume, before)
+        after = await self.sender.read()
+        snap = volumes.snapshot_info(self.volume, after, taken)
+        outcome = await self.replicate(
+            watcher, force_rollback=force_rollback, read=after,
+            replica=self.replica if fresh else None,
+        )  # fmt: skip
         if job is not None:
             job.step = "prune"
-        pruned = await self.prune()
+        pruned = await self.prune(after)
         return LinkResult(
             volume=self.volume, peer=self.peer.name, snapshot=snap, outcome=outcome,
             seconds=time.monotonic() - started, pruned=pruned,

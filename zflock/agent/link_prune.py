@@ -1,14 +1,15 @@
 """The prune step of a replication cycle (agent/link.py): the agent's side of
 `replication.pruning.prune_after_sync`.
 
-It reads the volume's policy from the volume (keep rules and the targets whose
-bases the primary must protect; the node's `[replication]` defaults and no
-targets when the volume has none), and gives the pruning a way to ask every
+It takes the volume's policy from the primary's read (keep rules and the targets
+whose bases the primary must protect; the node's `[replication]` defaults and no
+targets when the volume has none): the cycle's read after its snapshot, which has
+the snapshots too, so pruning reads the primary no more. It gives the pruning a way to ask every
 other target for its replica's state over its own short connection: a target
 that does not answer in time counts as not asked, which keeps more, never less.
 
 The request that asks the peer to prune also gives it the primary's policy and
-its serial, read in the same `zfs get`, for the copy the replica keeps
+its serial, from the same read, for the copy the replica keeps
 (agent/prune_replica.py; docs/failover.md): no round trip of its own. A peer
 too old to know the field refuses the request as a whole (the codec is strict);
 it is then asked again without it, and keeps no copy.
@@ -31,7 +32,6 @@ from zflock.replication.endpoint import PrunableReplica, PruneAnswer, PruneReque
 from zflock.replication.model import ReplicaInfo, SnapRef
 from zflock.replication.policy import (
     POLICY_PROPERTIES,
-    PROP_POLICY_SERIAL,
     defaults_from_config,
     policy_from_properties,
 )
@@ -47,7 +47,7 @@ from zflock.rpc.client import AgentClient
 from zflock.rpc.errors import RemoteError
 from zflock.rpc.prune_messages import PolicySent, PruneReplica, ReplicaPruned
 from zflock.rpc.replica import RemoteReceiver, prune_answer
-from zflock.zfs import Zfs
+from zflock.zfs import DatasetState, Zfs
 
 log = logging.getLogger("zflock.agent.link")
 
@@ -85,19 +85,25 @@ def state_asker(config: AgentConfig, key: asyncssh.SSHKey, volume: str, target: 
 
 async def prune_after_cycle(
     config: AgentConfig,
-    zfs: Zfs,
     key: Callable[[], asyncssh.SSHKey | None],
     sender: ZfsSender,
     receiver: PrunableReplica,
     identity: SourceIdentity,
     peer: str,
     now: datetime | None = None,
+    read: DatasetState | None = None,
 ) -> PruneReport:
     """Prune `peer`'s replica and this primary after a successful sync (the caller holds
-    the volume's lock and has the connection to `peer` open in `receiver`)."""
+    the volume's lock and has the connection to `peer` open in `receiver`).
+
+    `read`: the primary's copy as `sender.read()` gave it since its last change (a
+    cycle's read after its snapshot); it has the policy and the snapshots, so the
+    step reads neither again. Read here when None."""
     volume = identity.volume
     try:
-        props = await zfs.get(config.dataset(volume), (*POLICY_PROPERTIES, PROP_POLICY_SERIAL))
+        if read is None:
+            read = await sender.read()
+        props = read.values
         rules = rules_of(config, props)
     except ZflockError as exc:  # a damaged policy: no rules to follow, so nothing goes
         log.warning("not pruning: %s", exc, extra={"volume": volume})
@@ -119,6 +125,7 @@ async def prune_after_cycle(
         peer=peer,
         others=others,
         now=now if now is not None else datetime.now(UTC),
+        source=sender.source_of(read),
     )
     for error in report.errors:
         log.warning("pruning: %s", error, extra={"volume": volume})

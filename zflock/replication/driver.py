@@ -22,7 +22,7 @@ from zflock.replication.endpoint import (
     SourceIdentity,
     StepHeader,
 )
-from zflock.replication.model import Plan, PlanOptions
+from zflock.replication.model import Plan, PlanOptions, ReplicaInfo, Source
 from zflock.replication.plan import plan_replication
 
 log = logging.getLogger("zflock.replication")
@@ -94,16 +94,27 @@ async def replicate(
     identity: SourceIdentity,
     options: PlanOptions,
     report: ProgressFn = lambda _: None,
+    *,
+    source: Source | None = None,
+    destination: ReplicaInfo | None = None,
 ) -> Outcome:
-    """Bring the receiver up to date with the sender's newest snapshot."""
+    """Bring the receiver up to date with the sender's newest snapshot.
+
+    `source` and `destination`, when given, are the two sides as the caller has just
+    read them (a replication cycle, agent/link.py): the first round plans from them
+    instead of reading them again. Every later round reads both. A stale
+    `destination` costs at most a refused step: the receiver checks each step
+    against its own state (zfs_endpoint.py)."""
     outcome = Outcome()
     # Set when a receive was refused because the replica was written to after its
     # newest snapshot: the next plan knows it (rule 12) and rolls it back. Once per
     # call: a replica that is written to again at once is left to the operator.
     modified, retried = False, False
     for _ in range(MAX_ROUNDS):
-        source = await sender.source()
-        destination = await receiver.state()
+        if source is None:
+            source = await sender.source()
+        if destination is None:
+            destination = await receiver.state()
         if modified:
             destination = replace(destination, modified_since_last_snapshot=True)
             modified = False
@@ -125,9 +136,11 @@ async def replicate(
                 raise
             log.warning("%s: %s; planning again", identity.volume, exc)
             modified = retried = True
+            source, destination = None, None
             continue
         if not plan.replan_after:
             break
+        source, destination = None, None  # changed: read both again
     else:
         raise ZflockError(
             f"{identity.volume}: replication did not settle after {MAX_ROUNDS} rounds "

@@ -39,7 +39,7 @@ from zflock.replication.endpoint import (
     SourceIdentity,
 )
 from zflock.replication.history import diff
-from zflock.replication.model import ReplicaInfo, SnapRef
+from zflock.replication.model import ReplicaInfo, SnapRef, Source
 from zflock.replication.retention import (
     KeepRules,
     PeerHistory,
@@ -99,13 +99,17 @@ async def prune_after_sync(
     peer: str,
     others: Mapping[str, StateOf],
     now: datetime,
+    source: Source | None = None,
 ) -> PruneReport:
     """Prune `peer`'s replica and then the primary (see the module docstring).
 
     `others` maps each other target of the policy to a way to ask its state;
     a target missing from it, or whose answer fails, counts as not asked.
+    `source`: the primary as the caller read it after its last change (a cycle's
+    read after its snapshot: a send changes no snapshot); read here when None.
     """
-    source = await primary.source()
+    if source is None:
+        source = await primary.source()
     names = {s.guid: s.name for s in source.snapshots}
     pruned = await _prune_replica(replica, identity, rules, source.snapshots, peer, now)
     replica_side, shared, held = pruned.side, pruned.shared, pruned.held

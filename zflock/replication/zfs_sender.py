@@ -7,7 +7,7 @@ checked to name this volume's dataset before `zfs send -t` runs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from zflock.cluster.ownership import (
@@ -20,8 +20,13 @@ from zflock.errors import ZflockError
 from zflock.replication import zfs_prune
 from zflock.replication.endpoint import StepHeader
 from zflock.replication.model import SnapRef, Source
+from zflock.replication.policy import POLICY_PROPERTIES, PROP_POLICY_SERIAL
 from zflock.replication.zfs_prune import snapref
-from zflock.zfs import DatasetNotFound, Snapshot, Zfs
+from zflock.zfs import DatasetNotFound, DatasetState, Snapshot, Zfs
+
+# What a read of the primary's copy gets: its ownership, and its replication policy
+# with the policy's serial (the prune step's rules and the copy it sends the replica).
+SOURCE_PROPERTIES = (*ZFLOCK_PROPERTIES, *POLICY_PROPERTIES, PROP_POLICY_SERIAL)
 
 
 class ZfsSender:
@@ -33,20 +38,31 @@ class ZfsSender:
         self.node = node
         self._snapshots: dict[int, Snapshot] = {}
 
-    async def ownership(self) -> Ownership:
-        return self._owned(await self.zfs.get(self.dataset, ZFLOCK_PROPERTIES))
+    async def read(self) -> DatasetState:
+        """The copy's ownership, policy and snapshots, in one command.
 
-    def _owned(self, props: Mapping[str, str | None]) -> Ownership:
+        A replication cycle (agent/link.py) reads it twice, before and after its
+        snapshot, and takes everything else from those two reads (ownership, the
+        source for the plan and the prune, the keep rules): on zfs-fuse each command
+        is a process and a daemon round trip, most of a scheduled run's cost
+        (docs/benchmarks.md, "Continuous replication at scale")."""
+        read = await self.zfs.dataset_state(self.dataset, SOURCE_PROPERTIES)
+        if read is None:
+            raise DatasetNotFound(f"{self.node}: {self.dataset} does not exist")
+        return read
+
+    def ownership_of(self, read: DatasetState) -> Ownership:
         try:
-            return ownership_from_properties(props)
+            return ownership_from_properties(read.values)
         except NotManaged as exc:
             raise ZflockError(f"{self.dataset} is not a zflock volume ({exc})") from None
 
     async def source(self) -> Source:
-        read = await self.zfs.dataset_state(self.dataset, ZFLOCK_PROPERTIES)  # one command
-        if read is None:
-            raise DatasetNotFound(f"{self.node}: {self.dataset} does not exist")
-        o, snaps = self._owned(read.values), read.snapshots
+        return self.source_of(await self.read())
+
+    def source_of(self, read: DatasetState) -> Source:
+        """The copy as a replication source, from `read` (this sender's own read)."""
+        o, snaps = self.ownership_of(read), read.snapshots
         self._snapshots = {s.guid: s for s in snaps}
         return Source(
             volume=o.volume,

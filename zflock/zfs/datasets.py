@@ -66,15 +66,23 @@ class DatasetOps(MountOps):
         self, dataset: str, snapname: str, properties: Mapping[str, str] = _EMPTY
     ) -> Snapshot:
         """Take a snapshot and return it as listed (with guid and index)."""
+        full = await self.take_snapshot(dataset, snapname, properties)
+        for snap in await self.list_snapshots(dataset):
+            if snap.name == snapname:
+                return snap
+        raise DatasetNotFound(f"snapshot {full!r} vanished right after it was taken")
+
+    async def take_snapshot(
+        self, dataset: str, snapname: str, properties: Mapping[str, str] = _EMPTY
+    ) -> str:
+        """Take a snapshot and return its full name, without listing it (one command):
+        for a caller that reads the dataset next anyway (agent/link.py)."""
         validate_dataset_name(dataset)
         validate_component(snapname, "snapshot name")
         full = validate_snapshot_name(f"{dataset}@{snapname}")
         validate_properties(properties)
         await self.runner.run(["zfs", "snapshot", *format_properties("-o", properties), full])
-        for snap in await self.list_snapshots(dataset):
-            if snap.name == snapname:
-                return snap
-        raise DatasetNotFound(f"snapshot {full!r} vanished right after it was taken")
+        return full
 
     async def rollback(self, dataset: str, snapname: str, *, destroy_newer: bool = False) -> None:
         """Roll back to a snapshot; destroy_newer (-r) also destroys later snapshots."""
