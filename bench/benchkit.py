@@ -63,6 +63,14 @@ def merge_report(previous: str, section: str, begin: str, end: str) -> str:
     return previous + "\n" + OTHER_BENCHMARKS + "\n" + section
 
 
+def publish(out: str, section: str, begin: str, end: str, before: str) -> None:
+    """Put `section` into the file `out` (place_section) and print it."""
+    path = Path(out)
+    previous = path.read_text() if path.exists() else ""
+    path.write_text(place_section(previous, section, begin, end, before))
+    print(section)
+
+
 def place_section(previous: str, section: str, begin: str, end: str, before: str) -> str:
     """Replace the section between `begin` and `end`; or, the first time, put it just
     above the line `before` (another benchmark's marker), or at the end without it."""
@@ -114,6 +122,14 @@ class Lab:
 
     def down(self) -> None:
         subprocess.run([*zflock_argv(), "lab", "down", "--name", self.name], check=False)
+
+    def finish(self, keep: bool) -> None:
+        """At a bench's end, whatever happened: take the lab down, or (`keep`, and it
+        came up) leave it and say how to take it down."""
+        if keep and self.state is not None:
+            log(f"lab {self.name} left up: zflock lab down --name {self.name}")
+        else:
+            self.down()
 
     @property
     def dir(self) -> Path:

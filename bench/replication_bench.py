@@ -206,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replication_bench: FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
-        if args.keep_lab and lab.state is not None:
-            log(f"lab {lab.name} left up: zflock lab down --name {lab.name}")
-        else:
-            lab.down()
+        lab.finish(args.keep_lab)
     load = os.getloadavg()[0]
     result.machine = (
         f"{platform.node()} ({os.cpu_count()} cores, load average {load:.1f} at the end)"

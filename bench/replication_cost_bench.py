@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
-from benchkit import BenchFailed, Lab, log, place_section, proc_cpu_seconds
+from benchkit import BenchFailed, Lab, log, proc_cpu_seconds, publish
 from move_bench import describe_machine, load_average
 from replication_scale_bench import FILL, zfs_command_totals
 from scale_bench import create_volumes
@@ -284,17 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replication_cost_bench: FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
-        if args.keep_lab and lab.state is not None:
-            log(f"lab {lab.name} left up: zflock lab down --name {lab.name}")
-        else:
-            lab.down()
+        lab.finish(args.keep_lab)
     machine = describe_machine(load_at_start)
     machine["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = render(floor, zflock, args, machine)
-    out = Path(args.out)
-    previous = out.read_text() if out.exists() else ""
-    out.write_text(place_section(previous, section, BEGIN, END, BEFORE))
-    print(section)
+    publish(args.out, render(floor, zflock, args, machine), BEGIN, END, BEFORE)
     return 0
 
 

@@ -55,9 +55,9 @@ from benchkit import (
     BenchFailed,
     Lab,
     log,
-    place_section,
     proc_cpu_seconds,
     proc_rss_mb,
+    publish,
     quantile,
 )
 from move_bench import describe_machine, load_average
@@ -587,19 +587,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replication_scale_bench: FAILED: {exc}", file=sys.stderr)
         return 1
     finally:
-        if args.keep_lab and lab.state is not None:
-            log(f"lab {lab.name} left up: zflock lab down --name {lab.name}")
-        else:
-            lab.down()
+        lab.finish(args.keep_lab)
     usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     r.bench_cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     r.machine = describe_machine(load_at_start)
     r.machine["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = render(r, sys.argv[1:] if argv is None else argv)
-    out = Path(args.out)
-    previous = out.read_text() if out.exists() else ""
-    out.write_text(place_section(previous, section, BEGIN, END, BEFORE))
-    print(section)
+    publish(args.out, render(r, sys.argv[1:] if argv is None else argv), BEGIN, END, BEFORE)
     return 0
 
 
