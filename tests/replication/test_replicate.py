@@ -100,16 +100,18 @@ def test_an_incremental_run_reads_each_side_once_and_sets_nothing_in_place(
     # Under the OpenZFS tier's emulation a minute may have passed: then it is rewritten.
     assert used["node2"]["set"] <= (1 if native else 0), used
     assert "receive" not in used["node2"]  # streams are not in this metric
-    # OpenZFS adds the base hold's move (holds, hold, release) and the cursor bookmark.
-    slack = 6 if native else 0
     # Besides the run, the CLI reads each node once to find the primary (`ls VOLUME`),
     # and the primary's agent checks the ownership before it queues the job.
-    assert sum(used["node2"].values()) <= 6 + slack, used  # was 34, then 7
+    # OpenZFS adds, on the replica, the base hold's move (holds, hold, release and
+    # their reads; measured 12 commands there in all) and the policy copy's rewrite;
+    # on the primary, the size estimate (`send -nP`) and the cursor's move (its
+    # snapshot and bookmark reads, destroy, bookmark; 12 in all, 6 of them `get`).
+    assert sum(used["node2"].values()) <= 6 + (7 if native else 0), used  # was 34, then 7
     # The run itself reads the primary's copy twice, before and after its snapshot
     # (link._cycle), and takes the ownership, the plan's source, the prune's
     # snapshots and the keep rules from those two reads.
-    assert used["node1"]["get"] <= 4, used  # was 9
-    assert sum(used["node1"].values()) <= 6 + slack, used  # was 15, then 11
+    assert used["node1"]["get"] <= 4 + (2 if native else 0), used  # was 9
+    assert sum(used["node1"].values()) <= 6 + (6 if native else 0), used  # was 15, then 11
     assert lab.snapshot_guids("node2", lab.ds("node2", "cost")) == lab.snapshot_guids(
         "node1", lab.ds("node1", "cost")
     )
