@@ -105,13 +105,14 @@ def test_an_incremental_run_reads_each_side_once_and_sets_nothing_in_place(
     # OpenZFS adds, on the replica, the base hold's move (holds, hold, release and
     # their reads; measured 12 commands there in all) and the policy copy's rewrite;
     # on the primary, the size estimate (`send -nP`) and the cursor's move (its
-    # snapshot and bookmark reads, destroy, bookmark; 12 in all, 6 of them `get`).
+    # snapshot and bookmark reads, destroy, bookmark; 12 in all, 6 of them `get`;
+    # one more allowed, as on the replica).
     assert sum(used["node2"].values()) <= 6 + (7 if native else 0), used  # was 34, then 7
     # The run itself reads the primary's copy twice, before and after its snapshot
     # (link._cycle), and takes the ownership, the plan's source, the prune's
     # snapshots and the keep rules from those two reads.
     assert used["node1"]["get"] <= 4 + (2 if native else 0), used  # was 9
-    assert sum(used["node1"].values()) <= 6 + (6 if native else 0), used  # was 15, then 11
+    assert sum(used["node1"].values()) <= 6 + (7 if native else 0), used  # was 15, then 11
     assert lab.snapshot_guids("node2", lab.ds("node2", "cost")) == lab.snapshot_guids(
         "node1", lab.ds("node1", "cost")
     )
