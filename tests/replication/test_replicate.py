@@ -183,6 +183,19 @@ def test_epoch_newer_on_destination(agent_lab: AgentLab) -> None:
     replicate(lab, "ep", "node3")
 
 
+def test_a_replica_asked_directly_refuses_to_replicate(agent_lab: AgentLab) -> None:
+    """A replica's agent asked to replicate (a peer with a stale view) refuses from the
+    copy as it reads it at connect (link.connect), before any snapshot or stream:
+    nothing changes on any node."""
+    lab = agent_lab
+    assert lab.cli("create", "rp", "--on", "node1").returncode == 0
+    replicate(lab, "rp", "node2")
+    before = lab.zfs_state()
+    with pytest.raises(RemoteError, match="holds a replica of rp"):
+        asyncio.run(call_agent(lab, "node2", "replicate", m.Replicate(name="rp", to="node3")))
+    assert lab.zfs_state() == before
+
+
 def test_no_common_snapshot(agent_lab: AgentLab) -> None:
     lab = agent_lab
     assert lab.cli("create", "nc", "--on", "node1").returncode == 0
