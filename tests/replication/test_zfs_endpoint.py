@@ -182,3 +182,66 @@ async def test_the_receiver_refuses_by_its_own_state_whatever_the_sender_planned
         await receiver.receive(now, step, chunks_of(sender, step))
     await dst.zfs.set(target, {"zflock:role": "replica"})
     assert (await receiver.receive(now, step, chunks_of(sender, step))).guid == s2.guid
+
+
+async def test_an_incremental_receive_finds_its_base_by_name_and_checks_its_guid(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    """Around a plain incremental receive the replica reads only the base and then the
+    snapshot received (Zfs.dataset_state_with), not every snapshot: a base of the right
+    name but another GUID is still refused before anything runs (the replica then reads
+    every snapshot: the GUID decides, as before), and the received snapshot verified."""
+    src, dst = zfs_pair
+    vol, target = f"{src_root}/vol", f"{dst_root}/vol"
+    who = ADOPTER
+    await src.zfs.create(vol, ownership_properties(
+        Ownership(who.volume, who.volume_id, who.epoch, "primary", who.origin, 0)
+    ))  # fmt: skip
+    await random_snapshot(src, vol, 100_000, "s1")
+    sender = ZfsSender(src.zfs, vol, "a")
+    receiver = ZfsReceiver(dst.zfs, target, f"{dst.mount_root}/vol-mnt", "b")
+    s1 = (await sender.source()).snapshots[0]
+    full = StepHeader(kind="full", to=s1)
+    await receiver.receive(who, full, chunks_of(sender, full))
+    await random_snapshot(src, vol, 100_000, "s2")
+    s2 = (await sender.source()).snapshots[1]
+    before = await dst.zfs.dataset_state(target, ["zflock:epoch"])
+
+    wrong = replace(s1, guid=s1.guid + 1)
+    step = StepHeader(kind="incremental", to=s2, base=wrong)
+    with pytest.raises(ReceiveRefused, match=f"no snapshot with guid {wrong.guid}"):
+        await receiver.receive(who, step, chunks_of(sender, step))
+    assert await dst.zfs.dataset_state(target, ["zflock:epoch"]) == before
+
+    step = StepHeader(kind="incremental", to=s2, base=s1)
+    assert (await receiver.receive(who, step, chunks_of(sender, step))).guid == s2.guid
+    assert [s.guid for s in (await receiver.state()).snapshots] == [s1.guid, s2.guid]
+
+
+async def test_the_senders_read_after_a_snapshot_is_a_full_read(
+    zfs_node: ZfsNode, src_root: str
+) -> None:
+    """A cycle reads the primary again after its snapshot with that snapshot only
+    (ZfsSender.read_adding): what it gives is what a full read gives, but for the `used`
+    of older snapshots; a snapshot that is not there makes it read every one."""
+    zfs = zfs_node.zfs
+    vol = f"{src_root}/vol"
+    who = ADOPTER
+    await zfs.create(vol, ownership_properties(
+        Ownership(who.volume, who.volume_id, who.epoch, "primary", who.origin, 0)
+    ))  # fmt: skip
+    for snap in ("s1", "s2"):
+        await zfs.snapshot(vol, snap)
+    sender = ZfsSender(zfs, vol, "a")
+    before = await sender.read()
+    await zfs.snapshot(vol, "s3")
+    after, full = await sender.read_adding(before, "s3"), await sender.read()
+
+    def key(s: object) -> tuple[object, ...]:
+        return tuple(getattr(s, f) for f in ("name", "guid", "createtxg", "index", "referenced"))
+
+    assert [key(s) for s in after.snapshots] == [key(s) for s in full.snapshots]
+    assert after.values == full.values and after.local == full.local
+    assert sender.source_of(after) == sender.source_of(full)
+    missed = await sender.read_adding(before, "never")
+    assert [s.name for s in missed.snapshots] == ["s1", "s2", "s3"]

@@ -60,3 +60,36 @@ async def test_dataset_state_reads_properties_and_snapshots_in_one_command(
     assert state.snapshots == await zfs.list_snapshots(vol)
     assert [s.name for s in state.snapshots] == ["s1", "s2"]
     assert await zfs.dataset_state(f"{src_root}/absent", ["zflock:volume"]) is None
+
+
+async def test_dataset_state_with_reads_only_the_named_snapshots(
+    zfs_node: ZfsNode, src_root: str
+) -> None:
+    """What a replica reads around an incremental receive (zfs_endpoint.receive): the
+    dataset's properties as `dataset_state` has them and only the snapshots named, by
+    name, in one command; every snapshot when a named one is missing; None when the
+    dataset is."""
+    zfs = zfs_node.zfs
+    vol = f"{src_root}/w"
+    await zfs.create(vol, {"zflock:volume": "w"})
+    for snap in ("s1", "s2", "s3"):
+        await zfs.snapshot(vol, snap)
+    props = ["zflock:volume", "canmount", "mounted"]
+    full = await zfs.dataset_state(vol, props)
+    assert full is not None
+    by_name = {s.name: s for s in full.snapshots}
+
+    one = await zfs.dataset_state_with(vol, props, ["s2"])
+    assert one is not None
+    assert one.values == full.values and one.local == full.local
+    assert [(s.name, s.guid, s.creation) for s in one.snapshots] == [
+        ("s2", by_name["s2"].guid, by_name["s2"].creation)
+    ]
+    two = await zfs.dataset_state_with(vol, props, ["s3", "s1"])
+    assert two is not None
+    assert [s.guid for s in two.snapshots] == [by_name["s1"].guid, by_name["s3"].guid]
+
+    missing = await zfs.dataset_state_with(vol, props, ["s2", "gone"])
+    assert missing is not None
+    assert [s.name for s in missing.snapshots] == ["s1", "s2", "s3"]
+    assert await zfs.dataset_state_with(f"{src_root}/absent", props, ["s1"]) is None

@@ -259,9 +259,10 @@ class ReplicationLink:
         copies as read at connect are current (the caller holds the volume's lock);
         otherwise an earlier use of the connection may have changed them.
 
-        This copy is read twice in all, before and after the snapshot, and each read
-        serves every step after it (ZfsSender.read); the replica's state at connect
-        is the first round's (the receiver checks each step against its own state)."""
+        This copy is read twice in all, before and after the snapshot (the second
+        time with the new snapshot only: ZfsSender.read_adding), and each read serves
+        every step after it; the replica's state at connect is the first round's (the
+        receiver checks each step against its own state)."""
         before = self._connect_read if fresh else None
         self._connect_read = None
         if before is None:
@@ -273,7 +274,7 @@ class ReplicationLink:
             watcher = FanOut([job, watcher])
         volumes = self.services.volumes
         taken = await volumes.snapshot_known(self.volume, before)
-        after = await self.sender.read()
+        after = await self.sender.read_adding(before, taken)
         snap = volumes.snapshot_info(self.volume, after, taken)
         outcome = await self.replicate(
             watcher, force_rollback=force_rollback, read=after,

@@ -14,7 +14,7 @@ overwrite a primary or another volume.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from zflock.cluster.ownership import (
     ROLE_REPLICA,
@@ -68,12 +68,15 @@ class ZfsReceiver:
 
     # -- looking ------------------------------------------------------------------
 
-    async def _read(self) -> DatasetState | None:
+    async def _read(self, snapshots: Sequence[str] | None = None) -> DatasetState | None:
         """Everything the receiving side decides from, in one command (absent: None).
 
         One read per decision, not one per property: on zfs-fuse each command is a
         process and a daemon round trip, and a scheduled run's cost was mostly
-        these (docs/benchmarks.md, "Continuous replication at scale")."""
+        these (docs/benchmarks.md, "Continuous replication at scale"). With
+        `snapshots`, only those snapshots are read, by name (Zfs.dataset_state_with:
+        a walk of every snapshot costs the daemon by the snapshot); all of them when
+        one of those is missing."""
         caps = await self.zfs.capabilities()
         props = [*ZFLOCK_PROPERTIES, *(p for p, _ in _STAMPED), "mountpoint", "mounted",
                  PROP_POLICY_COPY]  # fmt: skip
@@ -81,6 +84,8 @@ class ZfsReceiver:
             props.append("receive_resume_token")
         if caps.implementation == "openzfs":  # zfs-fuse has no `written`
             props.append("written")
+        if snapshots is not None:
+            return await self.zfs.dataset_state_with(self.dataset, props, snapshots)
         return await self.zfs.dataset_state(self.dataset, props)
 
     async def state(self) -> ReplicaInfo:
@@ -240,7 +245,12 @@ class ZfsReceiver:
         self, source: SourceIdentity, header: StepHeader, chunks: AsyncIterator[bytes]
     ) -> ReceiveResult:
         resume = header.kind == "resume"
-        read = await self._read()
+        # A plain incremental step is decided from the copy's marks and its base
+        # alone, so only the base is read; a forced one from every snapshot.
+        base = header.base if header.kind == "incremental" and not header.force else None
+        read = await self._read([base.name] if base else None)
+        if base and read is not None and all(s.guid != base.guid for s in read.snapshots):
+            read = await self._read()  # the name is another snapshot's: the GUID decides
         existing = self._admit(
             read, source, may_be_absent=header.kind == "full" or resume, may_be_partial=resume
         )
@@ -269,7 +279,9 @@ class ZfsReceiver:
             raise ReplicaModified(
                 f"{self.node}: {self.dataset} was written to after its newest snapshot ({exc})"
             ) from None
-        snaps = (await self._stamp(source)).snapshots
+        # Read with the snapshot just received only: a receive adds it as the newest,
+        # so it is what the newest must be (all are read if it is missing).
+        snaps = (await self._stamp(source, header.to.name if header.to else None)).snapshots
         newest = snaps[-1] if snaps else None
         if header.to is not None and (newest is None or newest.guid != header.to.guid):
             raise ZflockError(
@@ -313,9 +325,10 @@ class ZfsReceiver:
         # One property, one `zfs set`: atomic on zfs-fuse too.
         await self.zfs.set(self.dataset, {PROP_POLICY_COPY: copy_value(policy)})
 
-    async def _stamp(self, source: SourceIdentity) -> DatasetState:
+    async def _stamp(self, source: SourceIdentity, snapshot: str | None = None) -> DatasetState:
         """Mark the copy a read-only, unmounted replica of the sender's volume and epoch;
-        return the copy as read for it (its snapshots: a property changes none)."""
+        return the copy as read for it (its snapshots: a property changes none; with
+        `snapshot`, that one only, as `_read` reads it)."""
         o = Ownership(
             volume=source.volume,
             id=source.volume_id,
@@ -327,7 +340,7 @@ class ZfsReceiver:
         props = ownership_properties(o)
         del props["zflock:seq"]  # the sequence is the primary's business
         wanted = {**dict(_STAMPED), "mountpoint": self.mountpoint, **props}
-        read = await self._read()
+        read = await self._read([snapshot] if snapshot is not None else None)
         if read is None:
             raise ZflockError(f"{self.node}: {self.dataset} vanished while it was received")
         # Only what differs, set here: after an incremental receive nothing does (a

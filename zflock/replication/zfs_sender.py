@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from zflock.cluster.ownership import (
     ZFLOCK_PROPERTIES,
@@ -50,6 +51,24 @@ class ZfsSender:
         if read is None:
             raise DatasetNotFound(f"{self.node}: {self.dataset} does not exist")
         return read
+
+    async def read_adding(self, before: DatasetState, snapshot: str) -> DatasetState:
+        """The copy after `snapshot` was taken on it as `before` shows it, in one command
+        that reads the properties and that snapshot only (Zfs.dataset_state_with), not
+        every snapshot again: a walk costs zfs-fuse's daemon by the snapshot.
+
+        Sound for a caller holding the volume's lock (a replication cycle): nothing of
+        zflock's changes the copy between the two reads; a snapshot's GUID, order and
+        referenced size never change, and only the `used` of the one before the new one
+        may, which nothing but the size estimate reads. An operator's snapshot taken or
+        destroyed meanwhile is seen by the next cycle (or fails this one's send)."""
+        read = await self.zfs.dataset_state_with(self.dataset, SOURCE_PROPERTIES, [snapshot])
+        if read is None:
+            raise DatasetNotFound(f"{self.node}: {self.dataset} does not exist")
+        if [s.name for s in read.snapshots] != [snapshot]:
+            return read  # it is missing, so every snapshot was read: the caller says so
+        new = replace(read.snapshots[0], index=len(before.snapshots))
+        return replace(read, snapshots=[*before.snapshots, new])
 
     def ownership_of(self, read: DatasetState) -> Ownership:
         try:

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 
 from zflock.zfs.argv import validate_any_name
 from zflock.zfs.errors import DatasetNotFound, Unsupported
-from zflock.zfs.names import InvalidName, validate_dataset_name, validate_property_name
+from zflock.zfs.names import (
+    InvalidName,
+    validate_component,
+    validate_dataset_name,
+    validate_property_name,
+)
 from zflock.zfs.parse import (
     GET_FIELDS,
     SNAPSHOT_PROPERTIES,
@@ -158,13 +163,38 @@ class ZfsCore:
             table, order = await self._with_snapshots(dataset, properties)
         except DatasetNotFound:
             return None
-        own = table.get(dataset, {})
-        return DatasetState(
-            name=dataset,
-            values={prop: property_or_none(table, dataset, prop) for prop in properties},
-            local=frozenset(p for p, pv in own.items() if pv.source == "local" and pv.is_set),
-            snapshots=parse_snapshots(dataset, table, order=order),
-        )
+        return _state(dataset, properties, table, order)
+
+    async def dataset_state_with(
+        self, dataset: str, properties: Sequence[str], snapshots: Sequence[str]
+    ) -> DatasetState | None:
+        """`dataset_state`, but with only the named snapshots, read by name in the same
+        command instead of walking all of them; None if the dataset is absent.
+
+        For a decision that needs one or two known snapshots (a receive's base, the
+        snapshot it just received): on zfs-fuse a walk costs the daemon about a
+        millisecond per snapshot, and a copy holds up to a hundred or more
+        (docs/benchmarks.md, "What a replication run costs"). The snapshots' `index`
+        is their place in this read, not in the dataset. If a named snapshot does not
+        exist, every snapshot is read (`dataset_state`), so the caller sees what is
+        there and says what is missing itself.
+        """
+        validate_dataset_name(dataset)
+        for prop in properties:
+            validate_property_name(prop)
+        for snap in snapshots:
+            validate_component(snap, "snapshot name")
+        caps = await self.capabilities()
+        wanted = [*dict.fromkeys([*properties, *SNAPSHOT_PROPERTIES])]
+        if not caps.createtxg:
+            wanted.remove("createtxg")
+        names = [dataset, *(f"{dataset}@{snap}" for snap in snapshots)]
+        argv = ["zfs", "get", "-H", "-p", "-o", GET_FIELDS, ",".join(wanted), *names]
+        try:
+            table = parse_get((await self.runner.run(argv)).stdout_text)
+        except DatasetNotFound:
+            return await self.dataset_state(dataset, properties)
+        return _state(dataset, properties, table, list(snapshots))
 
     async def get(self, name: str, properties: Sequence[str]) -> dict[str, str | None]:
         """Raw (-p) values; None for a property that is unset ("-") or not reported."""
@@ -175,3 +205,16 @@ class ZfsCore:
             validate_property_name(prop)
         table = await self._get(name, list(properties))
         return {prop: property_or_none(table, name, prop) for prop in properties}
+
+
+def _state(
+    dataset: str, properties: Sequence[str], table: PropertyTable, order: list[str] | None
+) -> DatasetState:
+    """The dataset's `properties` (its own row) and its snapshots in `table`."""
+    own = table.get(dataset, {})
+    return DatasetState(
+        name=dataset,
+        values={prop: property_or_none(table, dataset, prop) for prop in properties},
+        local=frozenset(p for p, pv in own.items() if pv.source == "local" and pv.is_set),
+        snapshots=parse_snapshots(dataset, table, order=order),
+    )
