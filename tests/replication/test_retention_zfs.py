@@ -13,7 +13,7 @@ OpenZFS tier (tests/openzfs-vm) instead.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -49,6 +49,7 @@ class Pair:
     sender: ZfsSender
     receiver: ZfsReceiver
     seq: int = 0
+    synced: ReplicaInfo | None = None  # the replica as the last sync's plan tells it
 
     async def write_and_snapshot(self, at: datetime, size: int = 20_000) -> str:
         self.src.path(self.vol, f"f{self.seq}").write_bytes(os.urandom(size))
@@ -61,14 +62,19 @@ class Pair:
         caps = [await n.zfs.capabilities() for n in (self.src, self.dst)]
         options = PlanOptions(resume_supported=all(c.resume_tokens for c in caps))
         outcome = await replicate(self.sender, self.receiver, IDENTITY, options)
+        self.synced = outcome.replica
         return [s.header.kind for s in outcome.steps]
 
     async def prune(
-        self, rules: PruneRules, at: datetime, others: dict[str, object] | None = None
+        self,
+        rules: PruneRules,
+        at: datetime,
+        others: dict[str, object] | None = None,
+        replica_state: ReplicaInfo | None = None,
     ) -> PruneReport:
         return await prune_after_sync(
             self.sender, self.receiver, IDENTITY, rules, peer="b",
-            others=others or {}, now=at,  # type: ignore[arg-type]
+            others=others or {}, now=at, replica_state=replica_state,  # type: ignore[arg-type]
         )  # fmt: skip
 
     async def names(self) -> tuple[list[str], list[str]]:
@@ -118,7 +124,11 @@ async def test_compressed_timeline_keeps_what_the_rules_say_and_the_base(
         name = await pair.write_and_snapshot(now)
         kinds = await pair.sync()
         assert kinds == (["full"] if step == 0 else ["incremental"]), (step, kinds)
-        report = await pair.prune(r, now)
+        # Every other prune is planned from the replica as the sync's plan tells it
+        # (a cycle's way: driver.Outcome.replica), the others ask the replica.
+        predicted = pair.synced if step % 2 else None
+        assert step < 2 or (predicted is not None) == bool(step % 2), step
+        report = await pair.prune(r, now, replica_state=predicted)
         assert report.errors == [] and report.primary.skipped is None, report
 
         ref = SnapRef(name, guid=step, order=step)
@@ -173,6 +183,35 @@ async def test_receiver_refuses_a_request_for_its_newest_common_snapshot(pair: P
     with pytest.raises(ZflockError, match="belongs to another volume"):
         await pair.receiver.prune(other, PruneRequest(keep="last=1", now=0.0))
     assert await pair.names() == before
+
+
+async def test_a_prune_planned_from_a_wrong_replica_state_keeps_more(pair: Pair) -> None:
+    """The cycle plans the replica's prune from the state its sync's plan tells, not
+    from a read (history.after_plain_steps). Given a state that claims a snapshot the
+    replica lacks, the request asks for the replica's real newest common snapshot:
+    the replica refuses it whole, and the primary, without the replica's answer,
+    keeps everything that could be its base."""
+    for step in range(3):
+        await pair.write_and_snapshot(T0 + step * STEP)
+        await pair.sync()
+    await pair.write_and_snapshot(T0 + 3 * STEP)  # on the primary only
+    real = await pair.receiver.state()
+    newest = (await pair.sender.source()).snapshots[-1]
+    claimed = replace(
+        real, snapshots=(*real.snapshots, replace(newest, order=real.snapshots[-1].order + 1))
+    )
+    before = await pair.names()
+    report = await pair.prune(rules("last=1", "last=1"), T0 + 3 * STEP, replica_state=claimed)
+    assert report.replica.error is not None, report
+    # Refused by the replica's newest snapshot, its real base with the primary.
+    assert f"@{before[1][-1]} " in report.replica.error, report.replica.error
+    assert report.replica.error.endswith("nothing was destroyed"), report.replica.error
+    assert await pair.names() == before  # neither side lost anything
+    # Asked, the replica's real state prunes as the rules say, and the base stays.
+    report = await pair.prune(rules("last=1", "last=1"), T0 + 3 * STEP)
+    assert report.errors == [], report
+    on_src, on_dst = await pair.names()
+    assert on_dst == [before[1][-1]] and before[1][-1] in on_src
 
 
 async def test_an_unasked_target_keeps_every_possible_base(pair: Pair) -> None:

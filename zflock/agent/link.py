@@ -217,14 +217,17 @@ class ReplicationLink:
             source=source, destination=replica,
         )  # fmt: skip
 
-    async def prune(self, read: DatasetState | None = None) -> PruneReport:
+    async def prune(
+        self, read: DatasetState | None = None, replica: ReplicaInfo | None = None
+    ) -> PruneReport:
         """Prune the peer's replica and this primary after a sync (agent/link_prune.py).
-        `read`: this copy as read since its last change (else read there)."""
+        `read`: this copy as read since its last change (else read there); `replica`:
+        the peer's as the sync left it (else asked there)."""
         assert self._identity is not None, "connect() first"
         services = self.services
         return await prune_after_cycle(
             services.config, services.key, self.sender, self.receiver,
-            self._identity, self.peer.name, read=read,
+            self._identity, self.peer.name, read=read, replica=replica,
         )  # fmt: skip
 
     async def cycle(self, *, job: Job | None, force_rollback: bool = False) -> LinkResult:
@@ -282,7 +285,7 @@ class ReplicationLink:
         )  # fmt: skip
         if job is not None:
             job.step = "prune"
-        pruned = await self.prune(after)
+        pruned = await self.prune(after, outcome.replica)
         return LinkResult(
             volume=self.volume, peer=self.peer.name, snapshot=snap, outcome=outcome,
             seconds=time.monotonic() - started, pruned=pruned,

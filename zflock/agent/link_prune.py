@@ -92,13 +92,15 @@ async def prune_after_cycle(
     peer: str,
     now: datetime | None = None,
     read: DatasetState | None = None,
+    replica: ReplicaInfo | None = None,
 ) -> PruneReport:
     """Prune `peer`'s replica and this primary after a successful sync (the caller holds
     the volume's lock and has the connection to `peer` open in `receiver`).
 
     `read`: the primary's copy as `sender.read()` gave it since its last change (a
     cycle's read after its snapshot); it has the policy and the snapshots, so the
-    step reads neither again. Read here when None."""
+    step reads neither again. Read here when None. `replica`: the peer's replica as the
+    sync left it (driver.Outcome.replica; asked when None: pruning.prune_after_sync)."""
     volume = identity.volume
     try:
         if read is None:
@@ -126,6 +128,7 @@ async def prune_after_cycle(
         others=others,
         now=now if now is not None else datetime.now(UTC),
         source=sender.source_of(read),
+        replica_state=replica,
     )
     for error in report.errors:
         log.warning("pruning: %s", error, extra={"volume": volume})

@@ -22,6 +22,7 @@ from zflock.replication.endpoint import (
     SourceIdentity,
     StepHeader,
 )
+from zflock.replication.history import after_plain_steps
 from zflock.replication.model import Plan, PlanOptions, ReplicaInfo, Source
 from zflock.replication.plan import plan_replication
 
@@ -61,6 +62,9 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     up_to_date: bool = False
     newest: ReceiveResult | None = None
+    # The destination as this call left it, where its last plan tells it exactly
+    # (history.after_plain_steps); None: ask the destination.
+    replica: ReplicaInfo | None = None
 
     @property
     def bytes(self) -> int:
@@ -124,6 +128,7 @@ async def replicate(
             outcome.warnings.append(warning)
         if plan.up_to_date:
             outcome.up_to_date = not outcome.steps
+            outcome.replica = destination
             break
         log.info("%s: %s", identity.volume, plan.reason)
         cleanup = Cleanup.from_plan(plan, source, options)
@@ -139,6 +144,7 @@ async def replicate(
             source, destination = None, None
             continue
         if not plan.replan_after:
+            outcome.replica = after_plain_steps(destination, source, plan)
             break
         source, destination = None, None  # changed: read both again
     else:

@@ -10,9 +10,9 @@ sender's GUID.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from zflock.replication.model import SnapRef
+from zflock.replication.model import Incremental, Plan, ReplicaInfo, SnapRef, Source
 
 
 def sort_history(snapshots: Sequence[SnapRef], side: str) -> tuple[SnapRef, ...]:
@@ -89,3 +89,48 @@ def diff(source: Sequence[SnapRef], destination: Sequence[SnapRef]) -> SnapshotD
         source_after_base=src,
         destination_after_base=dst,
     )
+
+
+def after_plain_steps(destination: ReplicaInfo, source: Source, plan: Plan) -> ReplicaInfo | None:
+    """The destination once every step of `plan` landed, as the plan alone tells it;
+    None where it cannot say exactly: a plan that cleans up, forces a receive, adopts,
+    or streams anything but an incremental onto the destination's newest snapshot.
+
+    For a replication cycle's prune (pruning.prune_after_sync), so that it need not
+    ask the replica to walk its snapshots again right after the receive. A plain
+    incremental receive (no -F) destroys nothing and adds, after the destination's
+    newest, exactly the source's snapshots after the base up to `to` (`-I`), or `to`
+    alone (`-i`). The `order` of an added snapshot is made up (after the newest):
+    order is only compared within one side, and the receiver decides its own pruning
+    from its own listing anyway, so a wrong guess here only keeps more.
+    """
+    if (
+        not destination.exists
+        or not destination.snapshots
+        or destination.resume_token
+        or plan.steps == ()
+        or plan.adopt_existing
+        or plan.rollback_to is not None
+        or plan.receive_force
+        or plan.destroy_on_destination
+        or plan.recreate_destination
+        or plan.abort_partial_receive
+        or plan.replan_after
+    ):
+        return None
+    ordered = sort_history(source.snapshots, "source")
+    added: list[SnapRef] = []
+    newest = sort_history(destination.snapshots, "destination")[-1]
+    for step in plan.steps:
+        if not isinstance(step, Incremental) or step.base.guid != (added or [newest])[-1].guid:
+            return None
+        start = next(i for i, s in enumerate(ordered) if s.guid == step.base.guid)
+        end = next((i for i, s in enumerate(ordered) if s.guid == step.to.guid), None)
+        if end is None or end <= start:
+            return None
+        added.extend(ordered[start + 1 : end + 1] if step.intermediates else [ordered[end]])
+        if added[-1].guid != step.to.guid:
+            return None
+    last = newest.order
+    made_up = [replace(s, order=last + i + 1) for i, s in enumerate(added)]
+    return replace(destination, snapshots=(*destination.snapshots, *made_up))

@@ -100,6 +100,7 @@ async def prune_after_sync(
     others: Mapping[str, StateOf],
     now: datetime,
     source: Source | None = None,
+    replica_state: ReplicaInfo | None = None,
 ) -> PruneReport:
     """Prune `peer`'s replica and then the primary (see the module docstring).
 
@@ -107,11 +108,18 @@ async def prune_after_sync(
     a target missing from it, or whose answer fails, counts as not asked.
     `source`: the primary as the caller read it after its last change (a cycle's
     read after its snapshot: a send changes no snapshot); read here when None.
+    `replica_state`: `peer`'s replica as the sync left it (driver.Outcome.replica),
+    to plan its request from; asked here when None. Only the request is planned
+    from it: the replica decides again from its own listing and refuses a request
+    for anything it keeps (so a wrong state keeps more, never less), and the
+    primary then prunes itself from the replica's answer, never from this.
     """
     if source is None:
         source = await primary.source()
     names = {s.guid: s.name for s in source.snapshots}
-    pruned = await _prune_replica(replica, identity, rules, source.snapshots, peer, now)
+    pruned = await _prune_replica(
+        replica, identity, rules, source.snapshots, peer, now, replica_state
+    )
     replica_side, shared, held = pruned.side, pruned.shared, pruned.held
     cursor: str | None = None
     base = diff(source.snapshots, shared).source_base if shared is not None else None
@@ -181,10 +189,11 @@ async def _prune_replica(
     source: Sequence[SnapRef],
     peer: str,
     now: datetime,
+    known: ReplicaInfo | None,
 ) -> _ReplicaPruned:
-    """Step 1 of the module docstring."""
+    """Step 1 of the module docstring (`known`: the replica's state, else asked)."""
     try:
-        state = await replica.state()
+        state = known if known is not None else await replica.state()
         if not state.exists:
             return _ReplicaPruned(SidePruned(peer, skipped="it has no copy"), [])
         decision = plan_retention(
