@@ -96,3 +96,10 @@ def test_a_prediction_is_what_a_plain_receive_would_list(
     expected = [s.guid for s in S[:have]]
     expected += [s.guid for s in source[have:]] if intermediates else [source[-1].guid]
     assert guids(got) == expected
+
+
+def test_a_plan_from_another_source_list_tells_nothing() -> None:
+    dest = replica(on_dest(S[0], S[1]))
+    plan = plan_replication(Source(VOL, 1, S[:4]), dest, PlanOptions())
+    assert after_plain_steps(dest, Source(VOL, 1, S[2:4]), plan) is None  # base missing
+    assert after_plain_steps(dest, Source(VOL, 1, S[:2]), plan) is None  # `to` missing

@@ -124,10 +124,10 @@ def after_plain_steps(destination: ReplicaInfo, source: Source, plan: Plan) -> R
     for step in plan.steps:
         if not isinstance(step, Incremental) or step.base.guid != (added or [newest])[-1].guid:
             return None
-        start = next(i for i, s in enumerate(ordered) if s.guid == step.base.guid)
+        start = next((i for i, s in enumerate(ordered) if s.guid == step.base.guid), None)
         end = next((i for i, s in enumerate(ordered) if s.guid == step.to.guid), None)
-        if end is None or end <= start:
-            return None
+        if start is None or end is None or end <= start:
+            return None  # not a plan made from this source: ask
         added.extend(ordered[start + 1 : end + 1] if step.intermediates else [ordered[end]])
         if added[-1].guid != step.to.guid:
             return None
