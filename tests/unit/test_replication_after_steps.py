@@ -11,34 +11,18 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.unit.test_replication_plan import VOL, S, on_dest, replica
 from zflock.replication.history import after_plain_steps
 from zflock.replication.model import PlanOptions, ReplicaInfo, SnapRef, Source
 from zflock.replication.plan import plan_replication
 
-VOL = "v"
-S = [SnapRef(f"s{i}", 100 + i, order=10 * i) for i in range(1, 7)]
-
-
-def on_dest(*snaps: SnapRef) -> list[SnapRef]:
-    return [SnapRef(s.name, s.guid, order=3 + i) for i, s in enumerate(snaps)]
-
-
-def replica(snaps: list[SnapRef], **kw: object) -> ReplicaInfo:
-    fields: dict[str, object] = {
-        "exists": True,
-        "managed_volume": VOL,
-        "role": "replica",
-        "epoch": 1,
-        "snapshots": snaps,
-    }
-    fields.update(kw)
-    return ReplicaInfo(**fields)  # type: ignore[arg-type]
+EPOCH = 5  # the planner tests' replicas carry epoch 5
 
 
 def after(
     source: list[SnapRef], dest: ReplicaInfo, options: PlanOptions | None = None
 ) -> ReplicaInfo | None:
-    src = Source(VOL, 1, source)
+    src = Source(VOL, EPOCH, source)
     return after_plain_steps(dest, src, plan_replication(src, dest, options or PlanOptions()))
 
 
@@ -75,19 +59,19 @@ def test_what_the_plan_cannot_tell_exactly_is_asked() -> None:
     options = PlanOptions(force_rollback=True, resume_supported=True)
     for dest in cases:
         # Each has steps (a full stream, a forced receive, a resume): none is up to date.
-        assert plan_replication(Source(VOL, 1, S[:3]), dest, options).steps, dest
+        assert plan_replication(Source(VOL, EPOCH, S[:3]), dest, options).steps, dest
         assert after(S[:3], dest, options) is None, dest
 
 
 @given(
-    have=st.integers(1, 6),
-    extra=st.integers(0, 5),
+    have=st.integers(1, len(S)),
+    extra=st.integers(0, len(S) - 1),
     intermediates=st.booleans(),
 )
 def test_a_prediction_is_what_a_plain_receive_would_list(
     have: int, extra: int, intermediates: bool
 ) -> None:
-    source = S[: min(6, have + extra)]
+    source = S[: min(len(S), have + extra)]
     dest = replica(on_dest(*S[:have]))
     got = after(source, dest, PlanOptions(intermediates=intermediates))
     if len(source) == have:
@@ -100,6 +84,6 @@ def test_a_prediction_is_what_a_plain_receive_would_list(
 
 def test_a_plan_from_another_source_list_tells_nothing() -> None:
     dest = replica(on_dest(S[0], S[1]))
-    plan = plan_replication(Source(VOL, 1, S[:4]), dest, PlanOptions())
-    assert after_plain_steps(dest, Source(VOL, 1, S[2:4]), plan) is None  # base missing
-    assert after_plain_steps(dest, Source(VOL, 1, S[:2]), plan) is None  # `to` missing
+    plan = plan_replication(Source(VOL, EPOCH, S[:4]), dest, PlanOptions())
+    assert after_plain_steps(dest, Source(VOL, EPOCH, S[2:4]), plan) is None  # base missing
+    assert after_plain_steps(dest, Source(VOL, EPOCH, S[:2]), plan) is None  # `to` missing

@@ -119,18 +119,16 @@ def after_plain_steps(destination: ReplicaInfo, source: Source, plan: Plan) -> R
     ):
         return None
     ordered = sort_history(source.snapshots, "source")
+    at = {s.guid: i for i, s in enumerate(ordered)}
     added: list[SnapRef] = []
     newest = sort_history(destination.snapshots, "destination")[-1]
     for step in plan.steps:
         if not isinstance(step, Incremental) or step.base.guid != (added or [newest])[-1].guid:
             return None
-        start = next((i for i, s in enumerate(ordered) if s.guid == step.base.guid), None)
-        end = next((i for i, s in enumerate(ordered) if s.guid == step.to.guid), None)
+        start, end = at.get(step.base.guid), at.get(step.to.guid)
         if start is None or end is None or end <= start:
             return None  # not a plan made from this source: ask
         added.extend(ordered[start + 1 : end + 1] if step.intermediates else [ordered[end]])
-        if added[-1].guid != step.to.guid:
-            return None
     last = newest.order
     made_up = [replace(s, order=last + i + 1) for i, s in enumerate(added)]
     return replace(destination, snapshots=(*destination.snapshots, *made_up))
