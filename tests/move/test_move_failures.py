@@ -110,6 +110,17 @@ def test_destination_agent_killed_during_precopy(agent_lab: AgentLab) -> None:
             _, err = proc.communicate(timeout=patience(120))
             assert proc.returncode == 1, err
             assert_source_serving(lab, "dkill")
+            # Only the agent was killed, not the `zfs receive` it fed: that one reads
+            # the end of its stream, fails, and zfs-fuse destroys the half-received
+            # filesystem in its own time (on a loaded host, after the move has failed:
+            # CI read it mid-way once, role "-", unmounted). Until then it is no copy,
+            # and no writable one (the monitor above watches).
+            wait_until(
+                "node2's cut receive to be cleaned up",
+                lambda: copy_state(lab, "node2", "dkill").get("zflock:role", "gone") != "-",
+                timeout=patience(60),
+                interval=0.2,
+            )
             assert_copies(lab, "dkill", "node1", 1)
         finally:
             agents.start(lab.state, node2)
