@@ -31,20 +31,26 @@ def log_size(lab: AgentLab, node: str) -> int:
     return agents.agent_log(lab.state.nodes[node]).stat().st_size
 
 
-def requests_since(lab: AgentLab, node: str, offset: int, source: str) -> dict[str, set[str]]:
-    """The ops `node`'s agent was asked by `source`'s agent since `offset`, by port."""
+def ops_since(lab: AgentLab, node: str, offset: int, source: str) -> dict[str, list[str]]:
+    """The ops `node`'s agent was asked by `source`'s agent since `offset`, in order, by
+    port."""
     from zflock.lab import agents
 
     with agents.agent_log(lab.state.nodes[node]).open("rb") as log:
         log.seek(offset)
         lines = log.read().decode(errors="replace").splitlines()
     address = lab.state.nodes[source].address
-    ports: dict[str, set[str]] = defaultdict(set)
+    ports: dict[str, list[str]] = defaultdict(list)
     for line in lines:
         found = REQUEST.search(line)
         if found and found["host"] == address and found["op"] in LINK_OPS:
-            ports[found["port"]].add(found["op"])
+            ports[found["port"]].append(found["op"])
     return dict(ports)
+
+
+def requests_since(lab: AgentLab, node: str, offset: int, source: str) -> dict[str, set[str]]:
+    """The ops `node`'s agent was asked by `source`'s agent since `offset`, by port."""
+    return {port: set(ops) for port, ops in ops_since(lab, node, offset, source).items()}
 
 
 def create_with_data(lab: AgentLab, volume: str) -> None:
@@ -74,3 +80,22 @@ def test_a_move_talks_to_its_destination_over_one_connection(agent_lab: AgentLab
     assert len(ports) == 1, ports
     ops = next(iter(ports.values()))
     assert {"node_info", "replica_state", "receive_snapshot", "promote_replica"} <= ops, ops
+
+
+def test_a_moves_rounds_after_an_incremental_do_not_ask_the_replica_again(
+    agent_lab: AgentLab,
+) -> None:
+    """The link remembers what its own steps left (agent/link.py): the replica's state is
+    asked at connect and after the full first round (a full stream's result is not
+    guessed), never after an incremental one, so the final delta, inside the downtime,
+    asks nothing before it streams."""
+    create_with_data(agent_lab, "lk3")
+    offset = log_size(agent_lab, "node2")
+    report = moved(agent_lab, "lk3", "node2")
+    assert report["result"] == "moved", report
+    rounds = report["rounds"]
+    assert isinstance(rounds, list) and len(rounds) >= 2, report  # full, then incremental
+    [ops] = ops_since(agent_lab, "node2", offset, "node1").values()
+    assert ops.count("replica_state") == 2, ops  # was one per round, the final delta too
+    assert ops.count("receive_snapshot") == len(rounds) + 1, ops  # the rounds, the final
+    assert ops[-3:] == ["receive_snapshot", "receive_snapshot", "promote_replica"], ops

@@ -16,13 +16,17 @@ Interface (stable; other helpers build on it):
     async with link:                                    # connect once (a move)
         replica = link.replica                          # the state read at connect
         link.check()                                    # plan as if snapshotted: refuse now
-        outcome = await link.replicate(observer)        # what exists, no new snapshot
+        snap = await link.snapshot()                    # a move's round: snapshot, then
+        outcome = await link.replicate(observer)        # send what exists (no new snapshot)
         result = await link.cycle(job=None)             # or a whole cycle, same connection
         link.client                                     # the open AgentClient (a move's
                                                         # promote uses it too)
 
 `cycle` uses the open connection inside `async with link`; outside, it opens one for
-the cycle and closes it after. The caller holds the volume's lock (agent/locks.py)
+the cycle and closes it after. Between its own steps on one connection the link
+remembers what they left on both sides (this copy after its snapshot, the replica
+after a plain incremental), so the next step reads neither again; `forget()` when
+anything else may have changed them. The caller holds the volume's lock (agent/locks.py)
 for as long as it uses the link. `cycle` reports ReplicationFinished or
 ReplicationFailed (and StaleCopySeen) to `services.observer`, and every stream's
 progress, as StreamProgressed, to it and to the job (if any); `replicate` reports
@@ -118,9 +122,18 @@ class ReplicationLink:
         self._identity: SourceIdentity | None = None
         self._resume = False  # both sides can resume an interrupted stream
         self.replica = ReplicaInfo(exists=False)  # the peer's copy as read at connect
-        # This copy as read at connect (None when the caller gave the ownership): a
-        # cycle that connected itself plans and snapshots from it (see _cycle).
-        self._connect_read: DatasetState | None = None
+        # What this link's own steps left on both sides, for its next step on the same
+        # connection: the caller holds the volume's lock throughout, so nothing else
+        # changes them. This copy as last read (at connect when the caller gave no
+        # ownership; after its newest snapshot: ZfsSender.read_adding), and the replica
+        # as read at connect or as the last replication's plan tells it
+        # (driver.Outcome.replica). None: read, or ask, again. A cycle plans and
+        # snapshots from them; a move's rounds too, so its final delta, inside the
+        # downtime, reads neither side again (docs/design.md, "One service layer
+        # for streams"). The receiver checks every step against its own state, so a
+        # wrong guess fails a step; it cannot make one unsafe.
+        self._known: DatasetState | None = None
+        self._replica_known: ReplicaInfo | None = None
 
     # -- the connection ---------------------------------------------------------------
 
@@ -145,9 +158,10 @@ class ReplicationLink:
         (which also says whether the peer can resume a stream)."""
         config = self.services.config
         ownership = self._ownership
+        self.forget()
         if ownership is None:
-            self._connect_read = await self.sender.read()
-            ownership = self.sender.ownership_of(self._connect_read)
+            self._known = await self.sender.read()
+            ownership = self.sender.ownership_of(self._known)
         if not ownership.is_primary:
             raise ZflockError(
                 f"node {config.node} holds a {ownership.role} of {self.volume}; "
@@ -164,9 +178,15 @@ class ReplicationLink:
             await client.close()
             raise
         self._client, self._receiver = client, receiver
+        self._replica_known = self.replica
         self._resume = local.resume_tokens and receiver.resume_supported
 
+    def forget(self) -> None:
+        """Read both sides again at the next step (something else may have changed them)."""
+        self._known = self._replica_known = None
+
     async def close(self) -> None:
+        self.forget()
         client, self._client, self._receiver = self._client, None, None
         if client is not None:
             await client.close()
@@ -203,19 +223,37 @@ class ReplicationLink:
     ) -> Outcome:
         """Send what the replica lacks of the snapshots that exist (no new one).
         `read` and `replica`: the two sides as just read, for the first round's plan
-        (replication.driver.replicate); read there when None."""
+        (replication.driver.replicate); by default what the link knows of them (see
+        __init__), read there when it knows nothing."""
         assert self._identity is not None, "connect() first"
         volume = self.volume
+        read = read if read is not None else self._known
+        replica = replica if replica is not None else self._replica_known
+        self._replica_known = None  # until this replication says what it left
 
         def report(p: StepProgress) -> None:
             observer.emit(StreamProgressed(volume, p.step, p.bytes, p.total, p.rate))
 
         options = self.options(force_rollback=force_rollback)
         source = self.sender.source_of(read) if read is not None else None
-        return await replicate(
+        outcome = await replicate(
             self.sender, self.receiver, self._identity, options, report,
             source=source, destination=replica,
         )  # fmt: skip
+        self._replica_known = outcome.replica
+        return outcome
+
+    async def snapshot(self) -> SnapshotInfo:
+        """Snapshot this copy from what the link knows of it (read when nothing), and
+        know it as read after the snapshot, with that snapshot only
+        (ZfsSender.read_adding): a move's round, whose replication follows."""
+        before = self._known or await self.sender.read()
+        self._known = None  # until the new read: a failure below leaves it unknown
+        volumes = self.services.volumes
+        taken = await volumes.snapshot_known(self.volume, before)
+        after = await self.sender.read_adding(before, taken)
+        self._known = after
+        return volumes.snapshot_info(self.volume, after, taken)
 
     async def prune(
         self, read: DatasetState | None = None, replica: ReplicaInfo | None = None
@@ -266,25 +304,21 @@ class ReplicationLink:
         time with the new snapshot only: ZfsSender.read_adding), and each read serves
         every step after it; the replica's state at connect is the first round's (the
         receiver checks each step against its own state)."""
-        before = self._connect_read if fresh else None
-        self._connect_read = None
-        if before is None:
-            before = await self.sender.read()
-        await self.check(force_rollback=force_rollback, read=before)
+        if not fresh:
+            self.forget()
+        if self._known is None:
+            self._known = await self.sender.read()
+        await self.check(force_rollback=force_rollback, read=self._known)
         watcher: Observer = self.services.observer
         if job is not None:
             job.step = "snapshot"
             watcher = FanOut([job, watcher])
-        volumes = self.services.volumes
-        taken = await volumes.snapshot_known(self.volume, before)
-        after = await self.sender.read_adding(before, taken)
-        snap = volumes.snapshot_info(self.volume, after, taken)
-        outcome = await self.replicate(
-            watcher, force_rollback=force_rollback, read=after,
-            replica=self.replica if fresh else None,
-        )  # fmt: skip
+        snap = await self.snapshot()
+        after = self._known
+        outcome = await self.replicate(watcher, force_rollback=force_rollback)
         if job is not None:
             job.step = "prune"
+        self.forget()  # the prune changes both sides
         pruned = await self.prune(after, outcome.replica)
         return LinkResult(
             volume=self.volume, peer=self.peer.name, snapshot=snap, outcome=outcome,

@@ -4,7 +4,7 @@ interrupted move (move_recovery.py) and the destination (move_destination.py).""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from zflock.agent.hooks import run_hooks, validate_hook
@@ -16,6 +16,7 @@ from zflock.errors import UsageError, ZflockError
 from zflock.move.endpoint import SnapTaken
 from zflock.move.marker import PROP_MOVE, BadMarker, Marker, parse_marker
 from zflock.move.zfs_source import ZfsSource
+from zflock.rpc.messages import SnapshotInfo
 from zflock.zfs import Zfs
 
 # Hooks given on the command line, by kind ("pre_cutover", "rollback", "post_cutover").
@@ -62,11 +63,19 @@ class MoveSite:
             "epoch": str(epoch),
         }
 
-    def source(self, name: str, context: dict[str, str], cli_hooks: CliHooks) -> ZfsSource:
-        """This node's copy as the source of a move (move.endpoint.SourceSide)."""
+    def source(
+        self,
+        name: str,
+        context: dict[str, str],
+        cli_hooks: CliHooks,
+        take: Callable[[], Awaitable[SnapshotInfo]] | None = None,
+    ) -> ZfsSource:
+        """This node's copy as the source of a move (move.endpoint.SourceSide). `take`:
+        how its snapshots are taken (a move's: its link's, ReplicationLink.snapshot,
+        which knows the copy from the round before); else Volumes.snapshot."""
 
         async def snapshot() -> SnapTaken:
-            snap = await self.volumes.snapshot(name)
+            snap = await (take() if take is not None else self.volumes.snapshot(name))
             return SnapTaken(name=snap.snapshot, guid=snap.guid)
 
         async def hooks(kind: str) -> None:

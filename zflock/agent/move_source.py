@@ -151,7 +151,7 @@ class MoveSource:
         site = self.site
         name = spec.volume
         context = site.context(name, spec.source, spec.destination, spec.epoch + 1)
-        source = site.source(name, context, cli_hooks)
+        source = site.source(name, context, cli_hooks, take=link.snapshot)
         destination = RemoteDestination(
             link.client, link.receiver, link.peer, site.links.key(), name, spec.volume_id,
             spec.epoch + 1, resolve_timeout=spec.deadlines.resolve,

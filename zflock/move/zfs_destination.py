@@ -9,8 +9,9 @@ whose newest snapshot is exactly the source's final snapshot (by GUID), to
 an epoch above every epoch the copy has seen, and never for a move it has
 already been told to abandon.
 
-The point of no return is one property write, `zflock:promoted-by=<move>/<epoch>`.
-Everything after it (epoch, role, writable, mounted) is idempotent and is
+The point of no return is one property write, `zflock:promoted-by=<move>/<epoch>`
+(the new epoch and role go in the same `zfs set`: atomic on OpenZFS, after it on
+zfs-fuse). Everything after it (epoch, role, writable, mounted) is idempotent and is
 finished by `resolve` if a crash interrupts it -- but only while the copy is
 still that move's primary: a copy demoted or promoted again since answers
 `superseded`. Before it, `resolve` marks the move abandoned
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 
 from zflock.cluster.ownership import (
     PROP_EPOCH,
@@ -56,11 +58,15 @@ from zflock.move.marker import (
 )
 from zflock.replication.policy import POLICY_PROPERTIES
 from zflock.replication.schedule import policy_after_move
-from zflock.zfs import Zfs
+from zflock.zfs import DatasetState, Zfs
 
 log = logging.getLogger("zflock.move")
 
 PostHooks = Callable[[PromoteRequest], Awaitable[list[str]]]
+
+# What a primary's dataset has that a replica's does not (a replica is read-only and
+# `canmount=noauto`: zflock.replication.zfs_endpoint stamps it so).
+_WRITABLE_PRIMARY = {"readonly": "off", "canmount": "on"}
 
 
 class PromoteRefused(ZflockError):
@@ -74,11 +80,16 @@ class ZfsDestination:
         self.mountpoint = mountpoint
         self.node = node
 
-    async def _props(self) -> dict[str, str | None] | None:
-        """The copy's zflock and move properties; None if the dataset does not exist."""
-        if not await self.zfs.exists(self.dataset):
-            return None
-        return await self.zfs.get(
+    async def _read(self) -> DatasetState | None:
+        """The copy's zflock, move and mount properties and its snapshots, in one read
+        (None if the dataset does not exist).
+
+        One read serves the whole promotion (the caller holds the volume's lock, and
+        only this promotion's own writes change the copy meanwhile): the decision, the
+        newest snapshot's GUID, what is already as a primary needs it, and the
+        snapshot to report. On zfs-fuse every command is a process and a daemon round
+        trip inside the downtime (docs/benchmarks.md, the cutover's steps)."""
+        return await self.zfs.dataset_state(
             self.dataset,
             [
                 *ZFLOCK_PROPERTIES,
@@ -87,11 +98,13 @@ class ZfsDestination:
                 PROP_MOVE,
                 PROP_STALE,
                 *POLICY_PROPERTIES,
+                *_WRITABLE_PRIMARY,
+                "mountpoint",
             ],
         )
 
     @staticmethod
-    def _copy(props: dict[str, str | None]) -> CopyState:
+    def _copy(props: Mapping[str, str | None]) -> CopyState:
         """The copy as the fencing rule reads it (NotManaged: not a zflock copy)."""
         o = ownership_from_properties(props)
         stale = parse_stale(props.get(PROP_STALE))
@@ -111,9 +124,9 @@ class ZfsDestination:
         started = time.monotonic()
         if not valid_move_id(req.move_id):
             raise PromoteRefused(f"bad move id {req.move_id!r}")
-        props = await self._props()
+        state = await self._read()
         try:
-            copy = self._copy(props) if props is not None else None
+            copy = self._copy(state.values) if state is not None else None
         except NotManaged as exc:
             raise PromoteRefused(
                 f"{self.node}: {self.dataset} is not a zflock copy ({exc})"
@@ -123,19 +136,28 @@ class ZfsDestination:
         if decision.action == "refuse":
             raise PromoteRefused(f"{self.node}: {self.dataset}: {decision.reason}; refusing to "
                                  f"promote it to epoch {req.epoch}")  # fmt: skip
+        assert state is not None and copy is not None  # the rule refuses an absent copy
         if decision.action == "promote":
-            snaps = await self.zfs.list_snapshots(self.dataset)
+            snaps = state.snapshots
             if not snaps or snaps[-1].guid != req.guid:
                 newest = f"@{snaps[-1].name} (guid {snaps[-1].guid})" if snaps else "none"
                 raise PromoteRefused(
                     f"{self.node}: the replica's newest snapshot is {newest}, not the source's "
                     f"final snapshot (guid {req.guid}); refusing to promote"
                 )
-            policy = await self._clear_for_policy(req, props or {})
-            # The point of no return. The policy is set in the same write: a promoted
-            # copy never lacks the schedule its volume had (docs/replication.md).
+            policy = await self._clear_for_policy(req, state.values)
+            # The point of no return. The policy is set in the same write (a promoted
+            # copy never lacks the schedule its volume had: docs/replication.md), and
+            # so are the epoch and role, which `_finish` would write next anyway: one
+            # atomic command on OpenZFS; on zfs-fuse one per property, in this order,
+            # so `promoted-by` still comes first.
             by = PromotedBy(req.move_id, req.epoch)
-            await self.zfs.set(self.dataset, {PROP_PROMOTED_BY: by.format(), **policy})
+            written = {PROP_PROMOTED_BY: by.format(), **policy,
+                       PROP_EPOCH: str(req.epoch), PROP_ROLE: ROLE_PRIMARY}  # fmt: skip
+            await self.zfs.set(self.dataset, written)
+            state = replace(
+                state, values={**state.values, **written}, local=state.local | set(written)
+            )
             log.warning(
                 "promoting to primary at epoch %d (move %s from %s)",
                 req.epoch,
@@ -143,8 +165,7 @@ class ZfsDestination:
                 req.source,
                 extra={"volume": req.name},
             )
-        assert props is not None and copy is not None
-        snapshot = await self._finish(req.epoch, copy, props)
+        snapshot = await self._finish(req.epoch, copy, state)
         hook_errors = await post_hooks(req)
         return Promotion(
             node=self.node,
@@ -156,7 +177,7 @@ class ZfsDestination:
         )
 
     async def _clear_for_policy(
-        self, req: PromoteRequest, props: dict[str, str | None]
+        self, req: PromoteRequest, props: Mapping[str, str | None]
     ) -> dict[str, str]:
         """The policy values to set with the promotion, after removing this copy's
         policy properties that the new policy does not have (None: not sent)."""
@@ -168,39 +189,50 @@ class ZfsDestination:
                 await self.zfs.inherit(self.dataset, prop)
         return {prop: value for prop, value in wanted.items() if value is not None}
 
-    async def _finish(self, epoch: int, copy: CopyState, props: dict[str, str | None]) -> str:
+    async def _finish(self, epoch: int, copy: CopyState, state: DatasetState) -> str:
         """Epoch and role first, then writable, then mounted: each step idempotent.
+        Returns the newest snapshot's name.
 
         Only for a copy the fencing rule says is this move's primary: its epoch is at
         or below `epoch`, so this never lowers it. A move marker or stale label left
         from this copy's own past as a source is history once it is the primary.
+        `state` is the copy as read at the start of this request, under the lock: a
+        value it shows set on the copy itself is not written again (a replica's
+        mountpoint is already this node's; a promotion finished after a crash has
+        its epoch). Only a local value counts: zfs-fuse reports `readonly` of a
+        mounted filesystem as the mount's (source `temporary`), not the property.
         """
         assert copy.epoch <= epoch, "the fencing rule never finishes a copy past the move"
-        await self.zfs.set(self.dataset, {PROP_EPOCH: str(epoch), PROP_ROLE: ROLE_PRIMARY})
+        props = state.values
+        await self._set_changed(state, {PROP_EPOCH: str(epoch), PROP_ROLE: ROLE_PRIMARY})
         for prop in (PROP_MOVE, PROP_STALE):
             if props.get(prop) not in (None, "", "-"):
                 await self.zfs.inherit(self.dataset, prop)
-        await self.zfs.set(
-            self.dataset, {"readonly": "off", "canmount": "on", "mountpoint": self.mountpoint}
-        )
+        await self._set_changed(state, {**_WRITABLE_PRIMARY, "mountpoint": self.mountpoint})
         await self.zfs.mount(self.dataset)
-        snaps = await self.zfs.list_snapshots(self.dataset)
-        return snaps[-1].name if snaps else ""
+        return state.snapshots[-1].name if state.snapshots else ""
+
+    async def _set_changed(self, read: DatasetState, wanted: dict[str, str]) -> None:
+        """Set those of `wanted` not set so on the copy itself in `read` (one write, as
+        Zfs.set makes it)."""
+        await self.zfs.set(
+            self.dataset, {p: v for p, v in wanted.items() if not read.is_local(p, v)}
+        )
 
     async def resolve(self, volume_id: str, move_id: str, epoch: int) -> Resolution:
         """The fencing rule's answer (decide_resolve), after finishing a promotion cut
         short or marking the move abandoned, as it says."""
         if not valid_move_id(move_id):
             raise PromoteRefused(f"bad move id {move_id!r}")
-        props = await self._props()
+        state = await self._read()
         try:
-            copy = self._copy(props) if props is not None else None
+            copy = self._copy(state.values) if state is not None else None
         except NotManaged:
             copy = None  # not a zflock copy: proves nothing either way
         verdict = decide_resolve(copy, MoveRef(volume_id, move_id, epoch))
         if verdict.finish:
-            assert props is not None and copy is not None
-            await self._finish(epoch, copy, props)
+            assert state is not None and copy is not None
+            await self._finish(epoch, copy, state)
         elif verdict.abandon:
             assert copy is not None
             aborted = with_aborted(copy.aborted_moves, move_id)

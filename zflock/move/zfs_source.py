@@ -18,7 +18,13 @@ Order matters in each step, because a crash can stop it after any command:
 succeed, so the final snapshot (taken after it) holds every acknowledged
 write. The unmount is best effort: a consumer that still holds the mount
 (a pre-cutover hook that did not stop it) cannot write anyway, and the
-demotion retries the unmount until it succeeds.
+demotion retries the unmount until it succeeds. It is not left to the
+demotion (which would take a command out of the downtime): zfs-fuse refuses
+writes after `readonly=on` but, while the filesystem stays mounted, reports
+`readonly` as `off` (source `temporary`), so every reader of the property
+(recovery, `zflock ls`, the tests' two-writable-copies monitor, an operator's
+`zfs get`) would see a fenced source as writable. Tried on 2026-12-05: the
+monitor caught it in tests/move/test_deadlines.py.
 """
 
 from __future__ import annotations
