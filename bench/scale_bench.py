@@ -247,8 +247,10 @@ NOTES = [
     "with decoders built once per message class (it resolved every class's type hints",
     "again for each of the 1000 objects), prints the table as plain padded columns (rich's",
     "Table took about 4 s for 1000 rows on this machine) and imports only the module of",
-    "the command it runs; the agent imports aiohttp only when it serves the Docker plugin",
-    "(about 13 MB of RSS). What remains of a quick command is mostly start-up: Python and",
+    "the command it runs; the agent binds the Docker plugin's socket at start but loads",
+    "aiohttp (about 10 MB of RSS) only when Docker first connects to it, so these agents,",
+    "which Docker never asks, do not carry it. What remains of a quick command is mostly",
+    "start-up: Python and",
     "asyncssh's import (about 0.45 s of CPU here) and one SSH handshake per node and",
     "request (`ls` asks every node twice: its volumes, then its schedules).",
 ]

@@ -9,13 +9,17 @@ and it is stopped by that PID. No registry is used: the image is imported.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import socket
 import subprocess
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +33,32 @@ BUSYBOX = "/bin/busybox"
 IMAGE = "zflock-busybox:test"
 ROLE = "dockerd"
 CGROUPS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    """HTTP over a unix socket, as dockerd talks to a plugin."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=patience(30))
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(self.path))
+
+
+def plugin_post(sock: Path, endpoint: str, request: bytes) -> dict[str, Any]:
+    """POST to a plugin socket as dockerd would; the answer's JSON (status 500 with an Err,
+    200 without)."""
+    conn = UnixHTTP(sock)
+    try:
+        conn.request("POST", endpoint, request, {"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        body: dict[str, Any] = json.loads(answer.read())
+        assert answer.status == (500 if body.get("Err") else 200), (answer.status, body)
+        return body
+    finally:
+        conn.close()
 
 
 def docker_unavailable_reason() -> str | None:

@@ -7,20 +7,17 @@ Every container is `--network none`, from an image imported from busybox-static.
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import socket
 import stat
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.agentlab import patience, wait_until
-from tests.docker.dockerlab import IMAGE, DockerLab, docker_lab_session
+from tests.docker.dockerlab import IMAGE, DockerLab, docker_lab_session, plugin_post
 from zflock.lab import agents
 
 pytestmark = pytest.mark.lab
@@ -46,28 +43,10 @@ def zflock_ls(dl: DockerLab, name: str) -> dict[str, Any]:
     return volumes[0]
 
 
-class _UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=patience(30))
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(self.path))
-
-
 def plugin_call(dl: DockerLab, node: str, endpoint: str, request: bytes) -> dict[str, Any]:
     """POST to the node's plugin socket as dockerd would (for input docker itself refuses)."""
     sock = agents.docker_plugin_dir(dl.agent_lab.state.nodes[node]) / "zflock.sock"
-    conn = _UnixHTTP(sock)
-    try:
-        conn.request("POST", endpoint, request, {"Content-Type": "application/json"})
-        answer = conn.getresponse()
-        body: dict[str, Any] = json.loads(answer.read())
-        assert answer.status == (500 if body.get("Err") else 200), (answer.status, body)
-        return body
-    finally:
-        conn.close()
+    return plugin_post(sock, endpoint, request)
 
 
 def test_docker_volume_create_appears_in_zflock_ls(dl: DockerLab) -> None:
@@ -235,10 +214,16 @@ def test_a_move_longer_than_docker_waits_goes_on_in_the_background(dl: DockerLab
     dl["node1"].docker("volume", "create", "-d", "zflock", "slow")
     fill = "dd if=/dev/urandom of=/data/blob bs=1M count=16 2>/dev/null; sync; md5sum /data/blob"
     digest = dl["node1"].docker(*run_args("slow", "sh", "-c", fill)).stdout.split()[0]
-    config = agents.agent_dir(dl.agent_lab.state.nodes["node2"]) / "agent.toml"
-    original = config.read_text()
-    config.write_text(original + "docker_mount_timeout = 1.0\n")  # a move takes seconds
-    restart_agent(dl, "node2")
+    # node2's Mount waits 1 s; the source's pre-cutover hook holds the move for 3 s (a
+    # move of 16 MiB alone can take well under a second on an idle machine).
+    nodes = dl.agent_lab.state.nodes
+    configs = {n: agents.agent_dir(nodes[n]) / "agent.toml" for n in ("node1", "node2")}
+    originals = {n: c.read_text() for n, c in configs.items()}
+    configs["node2"].write_text(originals["node2"] + "docker_mount_timeout = 1.0\n")
+    hold = '[volumes.slow.hooks]\npre_cutover = ["sleep", "3"]\n'
+    configs["node1"].write_text(originals["node1"] + hold)
+    for node in configs:
+        restart_agent(dl, node)
     try:
         r = dl["node2"].docker(*run_args("slow", "md5sum", "/data/blob"), check=False)
         assert r.returncode != 0, r.stdout
@@ -247,8 +232,9 @@ def test_a_move_longer_than_docker_waits_goes_on_in_the_background(dl: DockerLab
         r = dl["node2"].docker(*run_args("slow", "md5sum", "/data/blob"))
         assert r.stdout.split()[0] == digest
     finally:
-        config.write_text(original)
-        restart_agent(dl, "node2")
+        for node, config in configs.items():
+            config.write_text(originals[node])
+            restart_agent(dl, node)
     dl["node1"].docker("volume", "rm", "slow")  # the primary on node2 and node1's replica
     r = dl.agent_lab.cli("ls", "--json", "slow")
     assert r.returncode != 0 and "not found" in r.stderr

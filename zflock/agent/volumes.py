@@ -206,14 +206,6 @@ class Volumes:
             raise self._missing(name) from None
         return self._owned(dataset, props)
 
-    async def _with_snapshots(self, name: str) -> tuple[Ownership, Sequence[Snapshot]]:
-        """The volume's ownership and its snapshots, in one command."""
-        dataset = self.config.dataset(validate_component(name, "volume name"))
-        read = await self.zfs.dataset_state(dataset, ZFLOCK_PROPERTIES)
-        if read is None:
-            raise self._missing(name)
-        return self._owned(dataset, read.values), read.snapshots
-
     def _missing(self, name: str) -> VolumeNotFound:
         return VolumeNotFound(f"volume {name} not found on node {self.config.node}")
 
@@ -293,19 +285,17 @@ class Volumes:
         return Destroyed(name=name, node=node, role=ownership.role, snapshots=len(snaps))
 
     async def snapshot(self, name: str, now: datetime | None = None) -> SnapshotInfo:
-        ownership, existing = await self._with_snapshots(name)
-        dataset = self.config.dataset(name)
-        snap_name, seq = self._next(name, ownership, existing, now)
-        snap = await self.zfs.snapshot(dataset, snap_name)
-        await self.zfs.set(dataset, {PROP_SEQ: str(seq)})
-        log.info("snapshot %s", snap.full_name, extra={"volume": name})
-        return SnapshotInfo(
-            volume=name,
-            node=self.config.node,
-            snapshot=snap.name,
-            guid=snap.guid,
-            creation=snap.creation,
-        )
+        """Snapshot the volume (`zflock snapshot`): `snapshot_known` after a read of the
+        copy, then a read of the new snapshot alone for its GUID and creation time."""
+        dataset = self.config.dataset(validate_component(name, "volume name"))
+        read = await self.zfs.dataset_state(dataset, ZFLOCK_PROPERTIES)
+        if read is None:
+            raise self._missing(name)
+        taken = await self.snapshot_known(name, read, now)
+        after = await self.zfs.dataset_state_with(dataset, ZFLOCK_PROPERTIES, [taken])
+        if after is None:
+            raise self._missing(name)
+        return self.snapshot_info(name, after, taken)
 
     async def snapshot_known(
         self, name: str, known: DatasetState, now: datetime | None = None
@@ -314,8 +304,8 @@ class Volumes:
 
         For a caller that read the copy (ownership and snapshots) under the volume's
         lock, so that nothing changed since, and reads it again next anyway: a
-        replication cycle (agent/link.py) finds the snapshot in that read
-        (`snapshot_info`). Two commands instead of `snapshot`'s four.
+        replication cycle or a move's round (agent/link.py) finds the snapshot in
+        that read (`snapshot_info`). Two commands; `snapshot` adds a read each side.
         """
         dataset = self.config.dataset(validate_component(name, "volume name"))
         ownership = self._owned(dataset, known.values)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,10 +25,6 @@ from zflock.errors import ZflockError
 log = logging.getLogger("zflock.agent.docker")
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class PluginSocketBusy(ZflockError):
-    """Another live process serves the plugin socket."""
 
 
 def routes(service: DockerVolumes) -> dict[str, Handler]:
@@ -132,45 +126,19 @@ def make_app(service: DockerVolumes) -> web.Application:
     return app
 
 
-def bind_socket(path: Path) -> socket.socket:
-    """A unix socket only root can connect to; a stale socket file is replaced, a live one not."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise PluginSocketBusy(f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # left by an agent that died
-        else:
-            raise PluginSocketBusy(f"another process serves {path}")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # never world-connectable, not even between bind and chmod
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, 0o600)
-    sock.setblocking(False)
-    return sock
-
-
 class PluginServer:
-    """The running plugin: start() after the agent's checks, stop() at shutdown."""
+    """The plugin served on a socket already bound and listening (listen.bind_socket):
+    start() once Docker first connects, stop() at shutdown (docker/plugin.py)."""
 
-    def __init__(self, service: DockerVolumes, path: Path) -> None:
+    def __init__(self, service: DockerVolumes, path: Path, sock: socket.socket) -> None:
         self.path = path
+        self.sock = sock
         self._runner = web.AppRunner(make_app(service), access_log=None)
 
     async def start(self) -> None:
-        sock = bind_socket(self.path)
         await self._runner.setup()
-        site = web.SockSite(self._runner, sock)
+        site = web.SockSite(self._runner, self.sock)
         await site.start()
-        log.info("docker volume plugin on %s", self.path)
 
     async def stop(self) -> None:
         await self._runner.cleanup()
