@@ -250,9 +250,9 @@ NOTES = [
     "the command it runs; the agent binds the Docker plugin's socket at start but loads",
     "aiohttp (about 10 MB of RSS) only when Docker first connects to it, so these agents,",
     "which Docker never asks, do not carry it. What remains of a quick command is mostly",
-    "start-up: Python and",
-    "asyncssh's import (about 0.45 s of CPU here) and one SSH handshake per node and",
-    "request (`ls` asks every node twice: its volumes, then its schedules).",
+    "start-up: Python, asyncssh's import and one SSH handshake per node and request",
+    "(`zflock nodes` above, which does nothing else; `ls` asks every node twice: its",
+    "volumes, then its schedules).",
 ]
 
 
