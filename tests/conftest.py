@@ -22,9 +22,10 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,6 +40,17 @@ POOL_SIZE = 256 * 1024 * 1024
 # DeadlineExceeded in a table test, FailedHealthCheck in the cluster view's).
 settings.register_profile("zflock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("zflock")
+
+
+@dataclass(frozen=True)
+class RecordingRunner(Runner):
+    """The real runner, noting every argv (to see which commands a step runs)."""
+
+    seen: list[list[str]] = field(default_factory=list)
+
+    async def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
+        self.seen.append(list(argv))
+        return await super().run(argv, **kwargs)
 
 
 @dataclass

@@ -14,16 +14,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 import pytest
 
 from tests.agentlab import AgentLab, patience, wait_until
-from tests.conftest import ZfsNode
+from tests.conftest import RecordingRunner, ZfsNode
 from zflock import lab as zlab
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.names import Names
@@ -34,7 +32,7 @@ from zflock.lab import agents, procs
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
 from zflock.rpc.errors import RemoteError
-from zflock.zfs import Runner, Zfs
+from zflock.zfs import Zfs
 
 pytestmark = pytest.mark.lab
 
@@ -251,17 +249,6 @@ async def test_reservations_reject_bad_input(agent_lab: AgentLab) -> None:
 
 
 # -- the cost of a create does not grow with the number of volumes ------------------------
-
-
-@dataclass(frozen=True)
-class RecordingRunner(Runner):
-    """The real runner, noting every argv (to see which datasets a create reads)."""
-
-    seen: list[list[str]] = field(default_factory=list)
-
-    async def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
-        self.seen.append(list(argv))
-        return await super().run(argv, **kwargs)
 
 
 async def test_create_reads_only_its_own_dataset(

@@ -10,12 +10,9 @@ three nodes); these count what it costs, and check the end state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from tests.conftest import ZfsNode
+from tests.conftest import RecordingRunner, ZfsNode
 from zflock.cluster.ownership import Ownership, ownership_properties
 from zflock.move.endpoint import PromoteRequest
 from zflock.move.fencing import PromotedBy
@@ -28,24 +25,13 @@ from zflock.replication.naming import snapshot_name
 from zflock.replication.policy import PROP_POLICY_SERIAL
 from zflock.replication.zfs_endpoint import ZfsReceiver
 from zflock.replication.zfs_sender import ZfsSender
-from zflock.zfs import Runner, Zfs
+from zflock.zfs import Zfs
 
 VOLUME_ID = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 IDENTITY = SourceIdentity(volume="vol", volume_id=VOLUME_ID, epoch=1, origin="a", node="a")
 MOVE_ID = "0123456789abcdef"
 READS = ("get", "list")
 SHOWN = ["zflock:role", "zflock:epoch", "readonly", "canmount", "mounted", "mountpoint"]
-
-
-@dataclass(frozen=True)
-class RecordingRunner(Runner):
-    """The real runner, noting every argv (which commands a promotion runs)."""
-
-    seen: list[list[str]] = field(default_factory=list)
-
-    async def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
-        self.seen.append(list(argv))
-        return await super().run(argv, **kwargs)
 
 
 async def no_hooks(_: PromoteRequest) -> list[str]:

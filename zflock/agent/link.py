@@ -214,21 +214,14 @@ class ReplicationLink:
         plan_replication(with_pending_snapshot(source), self.replica, options)
 
     async def replicate(
-        self,
-        observer: Observer = NO_OBSERVER,
-        *,
-        force_rollback: bool = False,
-        read: DatasetState | None = None,
-        replica: ReplicaInfo | None = None,
+        self, observer: Observer = NO_OBSERVER, *, force_rollback: bool = False
     ) -> Outcome:
-        """Send what the replica lacks of the snapshots that exist (no new one).
-        `read` and `replica`: the two sides as just read, for the first round's plan
-        (replication.driver.replicate); by default what the link knows of them (see
-        __init__), read there when it knows nothing."""
+        """Send what the replica lacks of the snapshots that exist (no new one). The
+        first round's plan (replication.driver.replicate) starts from what the link
+        knows of both sides (see __init__); a side it knows nothing of is read there."""
         assert self._identity is not None, "connect() first"
         volume = self.volume
-        read = read if read is not None else self._known
-        replica = replica if replica is not None else self._replica_known
+        read, replica = self._known, self._replica_known
         self._replica_known = None  # until this replication says what it left
 
         def report(p: StepProgress) -> None:
