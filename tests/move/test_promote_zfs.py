@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.conftest import RecordingRunner, ZfsNode
 from zflock.cluster.ownership import Ownership, ownership_properties
 from zflock.move.endpoint import PromoteRequest
 from zflock.move.fencing import PromotedBy
 from zflock.move.marker import PROP_PROMOTED_BY
-from zflock.move.zfs_destination import ZfsDestination
+from zflock.move.zfs_destination import PromoteRefused, ZfsDestination
 from zflock.replication.driver import replicate
 from zflock.replication.endpoint import SourceIdentity
 from zflock.replication.model import PlanOptions
@@ -125,3 +127,31 @@ async def test_a_promotion_cut_short_after_its_point_of_no_return_is_finished_by
         "primary", "2", "off", "yes",
     )  # fmt: skip
     assert_read_once_then_written(runner.seen)
+
+
+async def test_a_refused_promotion_writes_nothing(
+    zfs_pair: tuple[ZfsNode, ZfsNode], src_root: str, dst_root: str
+) -> None:
+    """The refusals are the fencing rule's (tests/unit/test_move_fencing.py); this is
+    their wiring on real ZFS: a promote for a move already abandoned here (the source
+    asked `resolve` and rolled back), or whose final snapshot is not the replica's
+    newest, is refused after the one read, and the copy stays a read-only replica."""
+    src, dst = zfs_pair
+    _, guid = await a_replica(src, dst, src_root, dst_root)
+    destination, runner = await recorded(dst, dst_root)
+    before = await dst.zfs.get(f"{dst_root}/vol", SHOWN)
+    other = PromoteRequest(name="vol", volume_id=VOLUME_ID, move_id="fedcba9876543210",
+                           epoch=2, guid=guid + 1, source="a", policy={})  # fmt: skip
+    with pytest.raises(PromoteRefused, match="not the source's final snapshot"):
+        await destination.promote(other, no_hooks)
+    assert [argv[1] for argv in runner.seen if argv[1] not in READS] == [], runner.seen
+    resolution = await destination.resolve(VOLUME_ID, MOVE_ID, 2)
+    assert resolution.answer == "aborted", resolution
+    late = PromoteRequest(name="vol", volume_id=VOLUME_ID, move_id=MOVE_ID, epoch=2,
+                          guid=guid, source="a", policy={})  # fmt: skip
+    runner.seen.clear()
+    with pytest.raises(PromoteRefused, match="refusing to promote"):
+        await destination.promote(late, no_hooks)
+    assert [argv[1] for argv in runner.seen if argv[1] not in READS] == [], runner.seen
+    assert await dst.zfs.get(f"{dst_root}/vol", SHOWN) == before
+    assert (await dst.zfs.get(f"{dst_root}/vol", [PROP_PROMOTED_BY]))[PROP_PROMOTED_BY] is None
