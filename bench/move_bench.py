@@ -308,6 +308,13 @@ def moves_detail(results: Sequence[SizeResult]) -> str:
         if steps:
             where = ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
             lines.append(f"  - cutover steps, p50 seconds: {where}")
+            # The slowest move's own steps: where an outlier spent its time.
+            slow = max(r.moves, key=lambda m: m.downtime_without_hooks)
+            its = ", ".join(f"{k} {v:.3f}" for k, v in slow.cutover.items())
+            lines.append(
+                f"  - slowest move (move {r.moves.index(slow) + 1}, "
+                f"{slow.downtime_without_hooks:.3f} s without hooks): {its}"
+            )
         if r.floor is not None and r.floor.samples:
             hooks = statistics.median(m.hooks_s for m in r.moves)
             bare = ", ".join(f"{m.downtime_without_hooks:.3f}" for m in r.moves)

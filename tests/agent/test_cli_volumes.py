@@ -81,7 +81,8 @@ def test_create_ls_snapshot_destroy(agent_lab: AgentLab) -> None:
     assert int(guid) == s["guid"]
     snap2 = json.loads(agent_lab.cli("snapshot", "web", "--json").stdout)
     assert snap2["snapshot"].endswith("-000002")
-    assert zget(agent_lab, "node2", "tank/zflock/web", "zflock:seq")["zflock:seq"] == "2"
+    # The names are the counter: a snapshot is one command, no `zfs set` of the floor.
+    assert zget(agent_lab, "node2", "tank/zflock/web", "zflock:seq")["zflock:seq"] == "0"
 
     ls = agent_lab.cli("ls", "--json")
     assert ls.returncode == 0, ls.stderr

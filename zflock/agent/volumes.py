@@ -18,7 +18,6 @@ from zflock.agent.policies import policy_view
 from zflock.cluster.config import AgentConfig
 from zflock.cluster.lease import PROP_FENCED
 from zflock.cluster.ownership import (
-    PROP_SEQ,
     PROP_STALE,
     ROLE_PRIMARY,
     ZFLOCK_PROPERTIES,
@@ -29,7 +28,8 @@ from zflock.cluster.ownership import (
 )
 from zflock.errors import ZflockError
 from zflock.move.marker import PROP_MOVE
-from zflock.replication.naming import parse_snapshot_name, snapshot_name
+from zflock.replication import naming
+from zflock.replication.naming import snapshot_name
 from zflock.replication.policy import POLICY_PROPERTIES, PROP_POLICY_COPY, PROP_POLICY_SERIAL
 from zflock.replication.zfs_prune import release_base_holds
 from zflock.rpc.messages import Destroyed, SnapshotInfo, VolumeInfo
@@ -99,14 +99,20 @@ def parse_int(value: str | None) -> int | None:
 
 
 def next_sequence(ownership: Ownership, snapshot_names: list[str]) -> int:
-    """The next snapshot sequence number.
+    """The next snapshot sequence number: one past the highest of the names of the
+    copy's snapshots (all of them: callers pass a full listing) and of the floor
+    `zflock:seq` on the dataset.
 
-    The counter on the dataset can lag behind if the agent died between taking
-    a snapshot and raising it, so the names of existing snapshots count too:
-    a reused name would make the snapshot fail.
+    The names are the counter. zflock no longer raises `zflock:seq` with each
+    snapshot (that was one more `zfs set`, a sync task of its own, in every
+    replication run and inside a move's downtime); it stays a floor, from creation
+    or from older versions. The highest name cannot be lost to zflock's own
+    pruning: retention never destroys a copy's newest snapshot
+    (replication/retention.py), and sequence numbers only grow, so the newest
+    holds the highest. Only an operator's `zfs destroy` of the newest could let a
+    number be used twice, and then under a later timestamp, so never the same name.
     """
-    seen = [parsed[1] for n in snapshot_names if (parsed := parse_snapshot_name(n))]
-    return max([ownership.seq, *seen]) + 1
+    return max(ownership.seq + 1, naming.next_sequence(snapshot_names))
 
 
 class Volumes:
@@ -305,13 +311,12 @@ class Volumes:
         For a caller that read the copy (ownership and snapshots) under the volume's
         lock, so that nothing changed since, and reads it again next anyway: a
         replication cycle or a move's round (agent/link.py) finds the snapshot in
-        that read (`snapshot_info`). Two commands; `snapshot` adds a read each side.
+        that read (`snapshot_info`). One command; `snapshot` adds a read each side.
         """
         dataset = self.config.dataset(validate_component(name, "volume name"))
         ownership = self._owned(dataset, known.values)
-        snap_name, seq = self._next(name, ownership, known.snapshots, now)
+        snap_name = self._next(name, ownership, known.snapshots, now)
         full = await self.zfs.take_snapshot(dataset, snap_name)
-        await self.zfs.set(dataset, {PROP_SEQ: str(seq)})
         log.info("snapshot %s", full, extra={"volume": name})
         return snap_name
 
@@ -331,12 +336,12 @@ class Volumes:
         ownership: Ownership,
         existing: Sequence[Snapshot],
         now: datetime | None,
-    ) -> tuple[str, int]:
-        """The next snapshot's name and sequence number; only a primary is snapshotted."""
+    ) -> str:
+        """The next snapshot's name; only a primary is snapshotted."""
         if not ownership.is_primary:
             # A snapshot on a replica would fork its history from the primary's.
             raise NotPrimary(
                 f"node {self.config.node} holds a replica of {name}; snapshot it on its primary"
             )
         seq = next_sequence(ownership, [s.name for s in existing])
-        return snapshot_name(now or datetime.now(UTC), seq), seq
+        return snapshot_name(now or datetime.now(UTC), seq)
