@@ -215,6 +215,7 @@ def test_probe_decides_zfs_fuse() -> None:
     assert caps.list_parsable is False
     assert caps.createtxg is True
     assert caps.receive_unmounted is True
+    assert caps.readonly_fences_open_files is False  # a move's fence must unmount
 
 
 def test_probe_decides_openzfs() -> None:
@@ -230,6 +231,7 @@ def test_probe_decides_openzfs() -> None:
             caps.send_estimates,
             caps.createtxg,
             caps.list_parsable,
+            caps.readonly_fences_open_files,
         )
     )
 

@@ -7,11 +7,14 @@ test asks `await zfs.capabilities()`.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.conftest import ZfsNode
 from zflock.zfs import (
     Dataset,
+    DatasetBusy,
     DatasetExists,
     DatasetNotFound,
     InvalidName,
@@ -249,6 +252,44 @@ async def test_invalid_names_refused_before_running(zfs_node: ZfsNode, src_root:
         await zfs.snapshot(src_root, "a@b")
     # Nothing was created by the refused calls.
     assert [d.name for d in await zfs.list_datasets(src_root)] == [src_root]
+
+
+async def test_a_fence_against_a_file_held_open_for_writing(
+    zfs_node: ZfsNode, src_root: str
+) -> None:
+    """What the move's fence relies on (move/zfs_source.py), on each ZFS. Where
+    `readonly_fences_open_files` (OpenZFS), `readonly=on` refuses a write through a
+    descriptor opened before it and reads "on" while mounted: the fence needs no
+    unmount. Where not (zfs-fuse: such a write and its fsync succeed, found
+    2026-12-05), the unmount is what fences, and it is refused as busy for as long
+    as that descriptor is open, and succeeds once it is closed: so the fence can
+    tell, and refuses. The unmount is refused on both."""
+    zfs = zfs_node.zfs
+    fences_open_files = (await zfs.capabilities()).readonly_fences_open_files
+    vol = f"{src_root}/held"
+    await zfs.create(vol)
+    path = zfs_node.path(vol, "log")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, b"before\n")
+        os.fsync(fd)
+        await zfs.set(vol, {"readonly": "on"})
+        if fences_open_files:
+            with pytest.raises(OSError):
+                os.write(fd, b"after\n")
+                os.fsync(fd)
+            assert (await zfs.get(vol, ["readonly", "mounted"])) == {
+                "readonly": "on", "mounted": "yes"
+            }  # fmt: skip
+        with pytest.raises(DatasetBusy):
+            await zfs.unmount(vol)
+    finally:
+        os.close(fd)
+    await zfs.unmount(vol)
+    assert (await zfs.get(vol, ["mounted", "readonly"])) == {"mounted": "no", "readonly": "on"}
+    await zfs.mount(vol)
+    if fences_open_files:
+        assert path.read_bytes() == b"before\n"
 
 
 async def test_readonly_fences_writes(zfs_node: ZfsNode, src_root: str) -> None:

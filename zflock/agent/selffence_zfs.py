@@ -68,10 +68,14 @@ class CopyFencing:
         try:
             await self.zfs.unmount(dataset)
         except DatasetBusy:
-            # Read-only already: a consumer that holds the mount cannot write. The next
-            # tick tries again.
-            log.warning("fenced, but still in use: stays mounted read-only for now",
-                        extra={"volume": name})  # fmt: skip
+            # On OpenZFS `readonly=on` already refuses every write, even through files
+            # opened before it. On zfs-fuse a file held open for writing can still be
+            # written until the unmount succeeds (move/zfs_source.py): the fence is not
+            # whole until then. The next tick tries again; the stop hook should have
+            # stopped the consumer.
+            log.error("fenced, but still in use, so still mounted: on zfs-fuse a file "
+                      "held open for writing can still be written until it is unmounted; "
+                      "stop its consumer", extra={"volume": name})  # fmt: skip
 
     async def unfence(self, copy: LocalCopy) -> None:
         dataset = self.config.dataset(copy.name)

@@ -3,8 +3,8 @@
 Order matters in each step, because a crash can stop it after any command:
 
 * fence:   marker first (or with it, in one write), then `readonly=on`, then
-           unmount. A marker with a writable dataset is recovered by rolling
-           back (making sure it is writable), which is what it already is.
+           (zfs-fuse) unmount. A marker with a writable dataset is recovered by
+           rolling back (making sure it is writable), which is what it already is.
 * unfence: `readonly=off`, mount, then clear the marker: the marker stays
            until the source is whole again, so a crash re-runs the rollback.
 * demote:  `zflock:role=replica` first, then unmount, then clear `promoted-by`
@@ -14,17 +14,29 @@ Order matters in each step, because a crash can stop it after any command:
            then unmount, then clear the marker: a source that lost to a higher
            epoch (docs/move.md). No hooks run: the consumer must not restart here.
 
-`readonly=on` is the fence: from that command on, no write to the source can
-succeed, so the final snapshot (taken after it) holds every acknowledged
-write. The unmount is best effort: a consumer that still holds the mount
-(a pre-cutover hook that did not stop it) cannot write anyway, and the
-demotion retries the unmount until it succeeds. It is not left to the
-demotion (which would take a command out of the downtime): zfs-fuse refuses
-writes after `readonly=on` but, while the filesystem stays mounted, reports
-`readonly` as `off` (source `temporary`), so every reader of the property
-(recovery, `zflock ls`, the tests' two-writable-copies monitor, an operator's
-`zfs get`) would see a fenced source as writable. Tried on 2026-12-05: the
-monitor caught it in tests/move/test_deadlines.py.
+The fence must stop every write before the final snapshot is taken, so that
+the snapshot holds every acknowledged write. Which commands do that depends on
+the ZFS (`Capabilities.readonly_fences_open_files`; tests/zfs/test_contract.py
+checks both behaviours, the OpenZFS one in the OpenZFS tier):
+
+* OpenZFS: `readonly=on` refuses writes even through files opened before it
+  (EROFS), and reads "on" while the filesystem stays mounted. The fence is that
+  one command; the demotion unmounts, outside the downtime.
+* zfs-fuse: `readonly=on` refuses new opens for writing, but a write through a
+  descriptor opened before it succeeds, fsync and all. Only the unmount closes
+  that door, and it is refused as busy exactly while a process holds the
+  filesystem (an open file, a cwd). So the fence is `readonly=on`, then the
+  unmount; a source still held after the unmount's own retries (a consumer the
+  pre-cutover hooks did not stop) fails the fence, and the move rolls back
+  before anything is asked of the destination: a held file could otherwise take
+  writes after the final snapshot, acknowledged and then lost. (Until
+  2026-12-05 a busy unmount was only logged, on the belief that the read-only
+  mount refused every write.) The unmount cannot wait for the demotion either:
+  while mounted, zfs-fuse reports `readonly` as `off` (source `temporary`), so
+  every reader of the property (recovery, `zflock ls`, the tests'
+  two-writable-copies monitor, an operator's `zfs get`) would see a fenced
+  source as writable (tried on 2026-12-05: the monitor caught it in
+  tests/move/test_deadlines.py).
 """
 
 from __future__ import annotations
@@ -33,11 +45,16 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from zflock.cluster.ownership import PROP_ROLE, PROP_STALE, ROLE_REPLICA, Stale
+from zflock.errors import ZflockError
 from zflock.move.endpoint import SnapTaken
 from zflock.move.marker import PROP_MOVE, PROP_PROMOTED_BY, Marker
 from zflock.zfs import DatasetBusy, Zfs
 
 log = logging.getLogger("zflock.move")
+
+
+class SourceInUse(ZflockError):
+    """The fenced source could not be unmounted: something still holds it."""
 
 
 class ZfsSource:
@@ -75,16 +92,25 @@ class ZfsSource:
         # one command per property, in this order, so the marker still comes first.
         await self.zfs.set(self.dataset, {PROP_MOVE: marker.format(), "readonly": "on"})
         log.warning("fenced (read-only) for %s", marker.format(), extra={"volume": self.volume})
+        if (await self.zfs.capabilities()).readonly_fences_open_files:
+            return  # OpenZFS: fenced already, and it says so; the demotion unmounts
         try:
             await self.zfs.unmount(self.dataset)
         except DatasetBusy:
-            log.warning(
-                "still in use after fencing; it stays mounted read-only until the demotion",
-                extra={"volume": self.volume},
-            )
+            # See the module docstring: a held file can still be written.
+            raise SourceInUse(
+                f"{self.dataset} is still in use after fencing (a process holds a file or "
+                "its working directory on it, and a file open for writing could still be "
+                "written after the final snapshot); stop every consumer in a pre-cutover "
+                "hook (`fuser -vm MOUNTPOINT` lists them)"
+            ) from None
 
     async def unfence(self) -> None:
-        await self.zfs.set(self.dataset, {"readonly": "off", "canmount": "on"})
+        await self.zfs.set(self.dataset, {"readonly": "off"})
+        # Only if it differs: setting `canmount` remounts the filesystem, which fails
+        # while a consumer still holds it (the busy fence this may be rolling back).
+        if (await self.zfs.get(self.dataset, ["canmount"]))["canmount"] != "on":
+            await self.zfs.set(self.dataset, {"canmount": "on"})
         await self.zfs.mount(self.dataset)
         await self.zfs.inherit(self.dataset, PROP_MOVE)
         log.warning("rolled back: writable and mounted again", extra={"volume": self.volume})

@@ -97,6 +97,9 @@ def decide_capabilities(results: dict[str, Completed]) -> Capabilities:
         send_estimates=_accepted(results["send_estimates"]),
         createtxg=_accepted(results["createtxg"]),
         list_parsable=_accepted(results["list_parsable"]),
+        # Not something an option parser shows: known of the implementation
+        # (tests/zfs/test_contract.py checks it on both).
+        readonly_fences_open_files=openzfs,
     )
 
 

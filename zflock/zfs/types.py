@@ -91,6 +91,11 @@ class Capabilities:
     send_estimates: bool  # send -nP
     createtxg: bool
     list_parsable: bool  # zfs list -p / zpool list -p
+    # `readonly=on` also refuses writes through files opened before it, and reads
+    # "on" while mounted (OpenZFS). zfs-fuse lets such writes through, fsync and all,
+    # and reports "off" until the unmount: there only an unmount fences
+    # (move/zfs_source.py; both checked by tests/zfs/test_contract.py).
+    readonly_fences_open_files: bool = False
 
 
 @dataclass(frozen=True)
