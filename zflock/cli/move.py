@@ -184,11 +184,16 @@ def move_command(
     While the volume's consumer keeps running, the source's agent sends a full
     copy (or only what an existing replica lacks) and then smaller and smaller
     deltas. When the next delta fits --max-downtime, it cuts over: pre-hooks
-    (stop the container), fence the source (read-only, unmounted), final
-    snapshot and delta, verify its GUID on the destination, promote the
-    destination (new epoch, writable, mounted at the same path), post-hooks
-    (start the container). The old copy stays as a read-only replica, so
-    moving back is cheap (--destroy-source removes it).
+    (stop the container), fence the source (read-only; on zfs-fuse also
+    unmounted), final snapshot and delta, verify its GUID on the destination,
+    promote the destination (new epoch, writable, mounted at the same path),
+    post-hooks (start the container). The old copy stays as a read-only
+    replica, so moving back is cheap (--destroy-source removes it).
+
+    The pre-hooks must stop every consumer of the volume. On zfs-fuse a file
+    held open for writing could still be written after the fence, so a source
+    still in use then (an open file, a shell's working directory) makes the
+    move roll back; `fuser -vm MOUNTPOINT` lists what holds it.
 
     Any failure before the destination is promoted rolls back: the source is
     writable and mounted again and the rollback hooks run. If the agents are
