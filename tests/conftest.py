@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from zflock.cluster.config import AgentConfig
 from zflock.lab.zfsfuse import ZfsFuseDaemon, start_zfs_fuse, stop_zfs_fuse
 from zflock.zfs import Runner, Zfs, probe_capabilities
 
@@ -74,6 +75,18 @@ class ZfsNode:
         inside = self.mount_root + dataset[len(self.pool) :]
         base = self.daemon.host_path(inside) if self.daemon else Path(inside)
         return base.joinpath(*parts)
+
+    async def recording(self) -> tuple[Zfs, RecordingRunner]:
+        """A client of this node's ZFS that notes every command it runs."""
+        runner = RecordingRunner(prefix=self.prefix)
+        return Zfs(runner, capabilities=await self.zfs.capabilities()), runner
+
+    def solo_config(self, root: str, tmp_path: Path) -> AgentConfig:
+        """An agent's config for one node, `solo`, with its volumes under `root`."""
+        inventory = tmp_path / "cluster.toml"
+        inventory.write_text('[nodes.solo]\naddress = "127.0.0.1"\nhost_key = "ssh-ed25519 AAAA"\n')
+        mounted_at = self.mount_root + root[len(self.pool) :]
+        return AgentConfig(node="solo", pool_root=root, mount_root=mounted_at, cluster=inventory)
 
     def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
         """Run a command in the node (for setup steps the test is not about)."""

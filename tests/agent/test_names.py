@@ -21,18 +21,17 @@ import asyncssh
 import pytest
 
 from tests.agentlab import AgentLab, patience, wait_until
-from tests.conftest import RecordingRunner, ZfsNode
+from tests.conftest import ZfsNode
 from zflock import lab as zlab
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.names import Names
 from zflock.agent.volumes import Volumes
-from zflock.cluster.config import AgentConfig, load_inventory
+from zflock.cluster.config import load_inventory
 from zflock.errors import ZflockError
 from zflock.lab import agents, procs
 from zflock.rpc import messages as m
 from zflock.rpc.client import AgentClient
 from zflock.rpc.errors import RemoteError
-from zflock.zfs import Zfs
 
 pytestmark = pytest.mark.lab
 
@@ -255,12 +254,8 @@ async def test_create_reads_only_its_own_dataset(
     zfs_node: ZfsNode, src_root: str, tmp_path: Path
 ) -> None:
     """Issue 15: `zflock create` asks each node about the one name, not the whole listing."""
-    inventory = tmp_path / "cluster.toml"
-    inventory.write_text('[nodes.solo]\naddress = "127.0.0.1"\nhost_key = "ssh-ed25519 AAAA"\n')
-    mounted_at = zfs_node.mount_root + src_root[len(zfs_node.pool) :]
-    config = AgentConfig(node="solo", pool_root=src_root, mount_root=mounted_at, cluster=inventory)
-    runner = RecordingRunner(prefix=zfs_node.zfs.runner.prefix)
-    zfs = Zfs(runner, capabilities=await zfs_node.zfs.capabilities())
+    config = zfs_node.solo_config(src_root, tmp_path)
+    zfs, runner = await zfs_node.recording()
     volumes = Volumes(config, zfs)
     names = Names(config, zfs, volumes, VolumeLocks(), lambda: None)
     for i in range(5):  # other volumes that a create must not read

@@ -13,19 +13,14 @@ from tests.conftest import RecordingRunner, ZfsNode
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.names import Names
 from zflock.agent.volumes import Volumes
-from zflock.cluster.config import AgentConfig
 from zflock.cluster.ownership import ZFLOCK_PROPERTIES
 from zflock.replication.naming import parse_snapshot_name
-from zflock.zfs import Zfs
 
 
 async def solo(zfs_node: ZfsNode, root: str, tmp_path: Path) -> tuple[Volumes, RecordingRunner]:
-    inventory = tmp_path / "cluster.toml"
-    inventory.write_text('[nodes.solo]\naddress = "127.0.0.1"\nhost_key = "ssh-ed25519 AAAA"\n')
-    mounted_at = zfs_node.mount_root + root[len(zfs_node.pool) :]
-    config = AgentConfig(node="solo", pool_root=root, mount_root=mounted_at, cluster=inventory)
-    runner = RecordingRunner(prefix=zfs_node.zfs.runner.prefix)
-    volumes = Volumes(config, Zfs(runner, capabilities=await zfs_node.zfs.capabilities()))
+    config = zfs_node.solo_config(root, tmp_path)
+    zfs, runner = await zfs_node.recording()
+    volumes = Volumes(config, zfs)
     await Names(config, volumes.zfs, volumes, VolumeLocks(), lambda: None).create(
         "vol", None, wait=True
     )

@@ -27,7 +27,6 @@ from zflock.replication.naming import snapshot_name
 from zflock.replication.policy import PROP_POLICY_SERIAL
 from zflock.replication.zfs_endpoint import ZfsReceiver
 from zflock.replication.zfs_sender import ZfsSender
-from zflock.zfs import Zfs
 
 VOLUME_ID = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"
 IDENTITY = SourceIdentity(volume="vol", volume_id=VOLUME_ID, epoch=1, origin="a", node="a")
@@ -62,8 +61,7 @@ def mountpoint(node: ZfsNode) -> str:
 
 
 async def recorded(dst: ZfsNode, dst_root: str) -> tuple[ZfsDestination, RecordingRunner]:
-    runner = RecordingRunner(prefix=dst.zfs.runner.prefix)
-    zfs = Zfs(runner, capabilities=await dst.zfs.capabilities())
+    zfs, runner = await dst.recording()
     return ZfsDestination(zfs, f"{dst_root}/vol", mountpoint(dst), "b"), runner
 
 
