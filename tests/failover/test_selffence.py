@@ -26,7 +26,9 @@ import pytest
 
 from tests.agentlab import AgentLab, patience, wait_until
 from tests.failover.conftest import SELF_FENCE_AFTER, kill_agent, restart_agent, set_link
-from tests.move.conftest import Writer, assert_copies, one_writable_copy
+from tests.move.conftest import Writer, assert_copies, holding, one_writable_copy
+from zflock.agent.holders import STOP_BOUND
+from zflock.lab import agents
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
@@ -161,6 +163,45 @@ def test_a_cut_off_primary_fences_itself_and_returns_stale(
     r = lab.cli("ls", volume, "--json")
     copies = {c["node"]: c for c in json.loads(r.stdout)["volumes"][0]["copies"]}
     assert copies["node1"]["stale"].startswith(f"{epoch}/failed-over/"), copies
+
+
+def test_a_cut_off_primary_stops_a_consumer_still_holding_a_file(
+    failover_lab: AgentLab,
+) -> None:
+    """On zfs-fuse `readonly=on` does not stop a write through a file opened before it
+    (tests/zfs/test_contract.py): the self-fence is whole only once the copy is
+    unmounted, and a consumer no stop hook stopped refuses the unmount. So the agent
+    stops the processes holding it (`[failover] stop_holders`, on by default), and the
+    failover's margin counts that time (cluster/lease.py, fence_time). Back in contact
+    with no failover in between, the copy unfences with every line the holder wrote."""
+    lab = failover_lab
+    volume = "held"
+    assert lab.cli("create", volume, "--on", "node1").returncode == 0
+    path = f"/zflock/{volume}/held.log"
+    with holding(lab, "node1", path) as holder, one_writable_copy(lab, volume):
+        assert holder.write("before the cut") == "ok"
+        try:
+            set_link(lab, "node1", up=False)
+            wait_until(
+                "node1 to fence itself, holder stopped and copy unmounted",
+                lambda: is_fenced(fence_state(lab, "node1", volume)),
+                timeout=(SELF_FENCE_AFTER + FENCE_BOUND + STOP_BOUND) / patience(1),
+                interval=0.2,
+            )
+            # Stopped by SIGTERM: it can write nothing more.
+            assert holder.proc.wait(timeout=patience(5)) != 0
+        finally:
+            set_link(lab, "node1", up=True)
+        wait_until(
+            "node1 to unfence",
+            lambda: fence_state(lab, "node1", volume)["zflock:fenced"] == "-",
+            timeout=60,
+            interval=0.5,
+        )
+    assert_copies(lab, volume, "node1", 1, absent=("node2", "node3"))
+    assert lab.sh("node1", f"cat {path}") == "held\nbefore the cut\n"
+    log = agents.agent_log(lab.state.nodes["node1"]).read_text(errors="replace")
+    assert f"stopped the processes holding /zflock/{volume}" in log, log[-2000:]
 
 
 def test_a_restarted_agent_without_peers_stays_fenced_until_it_compares_epochs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
 import threading
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentlab import AgentLab, agent_lab_session, wait_until
+from tests.agentlab import AgentLab, agent_lab_session, patience, wait_until
+from zflock import lab as zlab
 from zflock.lab.writer import verify_data, writer_argv
 
 
@@ -216,3 +218,62 @@ def start_move(lab: AgentLab, volume: str, to: str, *extra: str) -> subprocess.P
         text=True,
         env=lab.env,
     )
+
+
+# A consumer no hook stops, with a file open for writing: it reports each line it
+# appends and fsyncs, so a test can write through the held descriptor when it chooses.
+HOLDER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+os.write(fd, b"held\\n"); os.fsync(fd)
+print("ready", flush=True)
+for line in sys.stdin:
+    os.write(fd, line.encode()); os.fsync(fd)
+    print("ok", flush=True)
+"""
+
+
+class Holder:
+    """HOLDER on a lab node, holding `path` (started ready; stopped by its PID)."""
+
+    def __init__(self, lab: AgentLab, node: str, path: str) -> None:
+        self.proc = subprocess.Popen(
+            [*zlab.node_prefix(lab.state, node), sys.executable, "-P", "-c", HOLDER, path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.answer() == "ready"
+
+    def answer(self, seconds: float = 30) -> str:
+        """The holder's next line ("" once it is gone), waited for at most `seconds`."""
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], patience(seconds))
+        assert ready, "the holder did not answer"
+        return self.proc.stdout.readline().strip()
+
+    def write(self, line: str) -> str:
+        """Append `line` through the held descriptor; its answer ("ok")."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.answer()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass  # it is gone already
+        try:
+            self.proc.wait(timeout=patience(30))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # by the PID it recorded
+            self.proc.wait()
+
+
+@contextmanager
+def holding(lab: AgentLab, node: str, path: str) -> Iterator[Holder]:
+    holder = Holder(lab, node, path)
+    try:
+        yield holder
+    finally:
+        holder.close()

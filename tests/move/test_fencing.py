@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,12 @@ from tests.move.conftest import (
     Writer,
     assert_copies,
     copy_state,
+    holding,
     move,
     moved,
     one_writable_copy,
     start_move,
 )
-from zflock import lab as zlab
 from zflock.cli.common import load_cluster
 from zflock.lab import agents
 from zflock.rpc import messages as m
@@ -231,28 +229,6 @@ def test_a_writer_left_running_through_the_cutover_loses_nothing(
     assert_copies(lab, volume, "node2", 2, absent=("node3",))
 
 
-# A consumer the pre-cutover hooks did not stop, with a file open for writing: it
-# reports each line it appends and fsyncs, so the test can write through the held
-# descriptor at a point of its choosing.
-HOLDER = """
-import os, sys
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-os.write(fd, b"held\\n"); os.fsync(fd)
-print("ready", flush=True)
-for line in sys.stdin:
-    os.write(fd, line.encode()); os.fsync(fd)
-    print("ok", flush=True)
-"""
-
-
-def answer(proc: subprocess.Popen[str], seconds: float = 30) -> str:
-    """The holder's next line, waited for at most `seconds`."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], patience(seconds))
-    assert ready, "the holder did not answer"
-    return proc.stdout.readline().strip()
-
-
 def test_a_consumer_still_holding_a_file_makes_the_cutover_roll_back(lab3: AgentLab) -> None:
     """`readonly=on` does not stop a write through a descriptor opened before it (on
     zfs-fuse it succeeds, fsync and all: tests/zfs/test_contract.py), so a source that
@@ -262,30 +238,13 @@ def test_a_consumer_still_holding_a_file_makes_the_cutover_roll_back(lab3: Agent
     lab, volume = lab3, "held"
     assert lab.cli("create", volume, "--on", "node1").returncode == 0
     path = f"/zflock/{volume}/held.log"
-    holder = subprocess.Popen(
-        [*zlab.node_prefix(lab.state, "node1"), sys.executable, "-P", "-c", HOLDER, path],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert answer(holder) == "ready"
-        with one_writable_copy(lab, volume):
-            r = move(lab, volume, "node2")
-            assert r.returncode == 1, r.stderr
-            assert "still in use after fencing" in r.stderr, r.stderr
-            assert "rolled back; the source is writable again" in r.stderr, r.stderr
-            assert_copies(lab, volume, "node1", 1, absent=("node3",))
-            assert holder.stdin is not None
-            holder.stdin.write("after the rollback\n")
-            holder.stdin.flush()
-            assert answer(holder) == "ok"
-    finally:
-        if holder.stdin is not None:
-            holder.stdin.close()
-        try:
-            holder.wait(timeout=patience(30))
-        except subprocess.TimeoutExpired:
-            holder.kill()  # by the PID it recorded
-            holder.wait()
+    with holding(lab, "node1", path) as holder, one_writable_copy(lab, volume):
+        r = move(lab, volume, "node2")
+        assert r.returncode == 1, r.stderr
+        assert "still in use after fencing" in r.stderr, r.stderr
+        assert "rolled back; the source is writable again" in r.stderr, r.stderr
+        assert_copies(lab, volume, "node1", 1, absent=("node3",))
+        assert holder.write("after the rollback") == "ok"
     # Nothing holds it now: the same move succeeds, with every write on node2.
     with one_writable_copy(lab, volume):
         assert moved(lab, volume, "node2")["epoch"] == 2

@@ -32,6 +32,7 @@ from zflock.cluster.lease import (
     diverged_name,
     evaluate,
     fence_deadline,
+    fence_time,
     is_diverged,
     majority,
     newest_common,
@@ -317,9 +318,24 @@ def _agent_toml(tmp_path: Path, extra: str) -> Path:
 
 
 def test_self_fence_after_defaults_to_30_s(tmp_path: Path) -> None:
-    assert load_agent_config(_agent_toml(tmp_path, "")).failover.self_fence_after == 30.0
-    config = load_agent_config(_agent_toml(tmp_path, "[failover]\nself_fence_after = 5\n"))
-    assert config.failover.self_fence_after == 5.0
+    defaults = load_agent_config(_agent_toml(tmp_path, "")).failover
+    assert (defaults.self_fence_after, defaults.stop_holders) == (30.0, True)
+    config = load_agent_config(
+        _agent_toml(tmp_path, "[failover]\nself_fence_after = 5\nstop_holders = false\n")
+    )
+    assert (config.failover.self_fence_after, config.failover.stop_holders) == (5.0, False)
+
+
+def test_the_margin_covers_the_fence_itself() -> None:
+    """Where readonly=on is the fence (OpenZFS) the margin covers its zfs set; where a
+    held file can still be written until the unmount (zfs-fuse), the failover must also
+    wait out the stop hook and the stopping of the holders."""
+    openzfs = fence_time(True, stop_hook=60.0, stop_holders=11.0)
+    assert openzfs == fence_time(True, 0.0, 0.0) == Timing(30.0).fence_time
+    assert fence_time(False, stop_hook=60.0, stop_holders=11.0) == openzfs + 71.0
+    slow = Timing(30.0, fence_time(False, 60.0, 11.0))
+    assert slow.margin == Timing(30.0).margin + 71.0
+    assert (slow.interval, slow.deadline) == (Timing(30.0).interval, Timing(30.0).deadline)
 
 
 @pytest.mark.parametrize(
@@ -329,6 +345,7 @@ def test_self_fence_after_defaults_to_30_s(tmp_path: Path) -> None:
         ("self_fence_after = 4000", "failover.self_fence_after: must be 2-3600 s"),
         ('self_fence_after = "30s"', "failover.self_fence_after: expected float, got str"),
         ("self_fence = 30", "failover.self_fence: unknown key"),
+        ('stop_holders = "yes"', "failover.stop_holders: expected bool, got str"),
     ],
 )
 def test_self_fence_after_is_validated(tmp_path: Path, table: str, expected: str) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import asyncssh
 
+from zflock.agent.holders import STOP_BOUND
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.selffence_zfs import CopyFencing
 from zflock.agent.volumes import Volumes
@@ -44,6 +45,7 @@ from zflock.cluster.lease import (
     decide,
     decide_at_start,
     evaluate,
+    fence_time,
     parse_fenced,
 )
 from zflock.cluster.lease import unreachable_for as _unreachable_for
@@ -58,6 +60,15 @@ log = logging.getLogger("zflock.agent.selffence")
 # How long a fence waits for the volume's lock before fencing without it (a long
 # replication or move holds it; making a copy read-only is always safe).
 LOCK_WAIT = 2.0
+
+
+def _fence_time(config: AgentConfig, readonly_fences_open_files: bool) -> float:
+    """`fence_time` for this node's configuration (cluster/lease.py): the longest stop
+    hook any volume has here, and whether holders are stopped."""
+    hooks = [config.hooks, *config.volume_hooks.values()]
+    stop_hook = max((h.timeout for h in hooks if h.pre_cutover), default=0.0)
+    holders = STOP_BOUND if config.failover.stop_holders else 0.0
+    return fence_time(readonly_fences_open_files, stop_hook, holders)
 
 
 class SelfFence:
@@ -78,7 +89,8 @@ class SelfFence:
         self.volumes = volumes
         self._peer_key = peer_key
         self._clock = clock
-        self.timing = Timing(config.failover.self_fence_after)
+        # Until the ZFS is known, the longer fence of the two (zfs-fuse's): see _watch.
+        self.timing = Timing(config.failover.self_fence_after, _fence_time(config, False))
         self.me = config.node
         self._started = clock()
         self._contact: dict[str, float] = {}
@@ -235,6 +247,7 @@ class SelfFence:
     # -- watching ----------------------------------------------------------------------
 
     async def _watch(self) -> None:
+        await self._guarded(self._refine_timing)
         await self._first_round_done()
         await self._guarded(self._start_check)
         self.ready.set()
@@ -243,6 +256,11 @@ class SelfFence:
             await asyncio.sleep(tick)
             self._reload_inventory()
             await self._guarded(self._tick)
+
+    async def _refine_timing(self) -> None:
+        # What `zflock failover` is told to wait: shorter where readonly=on is the fence.
+        fences = (await self.zfs.capabilities()).readonly_fences_open_files
+        self.timing = Timing(self.timing.self_fence_after, _fence_time(self.config, fences))
 
     async def _guarded(self, step: Callable[[], Any]) -> None:
         try:

@@ -3,10 +3,15 @@
 The order of each step matters, because the agent can die after any command
 (docs/failover.md, "Self-fencing"):
 
-* fence:   `zflock:fenced` and `readonly=on` in one write first -- from here no
-           write succeeds, and a slow stop hook cannot stretch the bound a
-           failover counts on -- then the `pre_cutover` (stop) hook, then
-           `canmount=noauto` and unmount. Repeating it is harmless.
+* fence:   `zflock:fenced` and `readonly=on` in one write first -- on OpenZFS
+           from here no write succeeds, and a slow stop hook cannot stretch the
+           bound a failover counts on -- then the `pre_cutover` (stop) hook, the
+           unmount, then `canmount=noauto` (after it: on zfs-fuse setting
+           canmount remounts, which a holder refuses). On zfs-fuse a file held
+           open for writing can still be written until the unmount: when the
+           unmount is refused, the processes holding the mount are stopped
+           (holders.py; `[failover] stop_holders`), then it is tried again.
+           Repeating it is harmless.
 * unfence: `readonly=off`, `canmount=on`, mount, and only then the label is
            cleared: a crash before that leaves it fenced, to be decided again.
            Then the `rollback` hook (restart the consumer).
@@ -21,6 +26,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from zflock.agent.holders import stop_holders
 from zflock.agent.hooks import HookFailed, run_hooks
 from zflock.cluster.config import AgentConfig
 from zflock.cluster.lease import PROP_FENCED, Fenced, FenceReason, LocalCopy, diverged_name
@@ -61,21 +67,39 @@ class CopyFencing:
         if first:
             log.warning("self-fenced: %s", label.describe(), extra={"volume": copy.name})
             await self._hooks(copy.name, "pre_cutover", copy.epoch, f"self-fence: {reason}")
-        await self.zfs.set(dataset, {"canmount": "noauto"})
         await self._unmount(dataset, copy.name)
 
     async def _unmount(self, dataset: str, name: str) -> None:
+        """Unmount, stopping what holds it where only that fences (module docstring);
+        then `canmount=noauto`, so that nothing mounts it again by itself."""
         try:
             await self.zfs.unmount(dataset)
         except DatasetBusy:
-            # On OpenZFS `readonly=on` already refuses every write, even through files
-            # opened before it. On zfs-fuse a file held open for writing can still be
-            # written until the unmount succeeds (move/zfs_source.py): the fence is not
-            # whole until then. The next tick tries again; the stop hook should have
-            # stopped the consumer.
-            log.error("fenced, but still in use, so still mounted: on zfs-fuse a file "
-                      "held open for writing can still be written until it is unmounted; "
-                      "stop its consumer", extra={"volume": name})  # fmt: skip
+            if await self._fenced_while_mounted():
+                log.warning("fenced (read-only), but still in use, so still mounted: "
+                            "unmounted on a later tick", extra={"volume": name})  # fmt: skip
+                return
+            if not self.config.failover.stop_holders:
+                log.error("fenced, but still in use, so still mounted: on zfs-fuse a file "
+                          "held open for writing can still be written until it is unmounted; "
+                          "stop its consumer ([failover] stop_holders is off)",
+                          extra={"volume": name})  # fmt: skip
+                return
+            await self._stop_holders(dataset, name)
+        if (await self.zfs.get(dataset, ["canmount"]))["canmount"] != "noauto":
+            await self.zfs.set(dataset, {"canmount": "noauto"})
+
+    async def _fenced_while_mounted(self) -> bool:
+        return (await self.zfs.capabilities()).readonly_fences_open_files
+
+    async def _stop_holders(self, dataset: str, name: str) -> None:
+        mountpoint = self.config.mountpoint(name)
+        stopped = await stop_holders(mountpoint)
+        log.error("fenced, but still in use: stopped the processes holding %s (a file held "
+                  "open for writing could still be written on zfs-fuse): %s", mountpoint,
+                  ", ".join(h.describe() for h in stopped) or "none found",
+                  extra={"volume": name})  # fmt: skip
+        await self.zfs.unmount(dataset)  # DatasetBusy: the next tick tries again
 
     async def unfence(self, copy: LocalCopy) -> None:
         dataset = self.config.dataset(copy.name)
@@ -97,7 +121,6 @@ class CopyFencing:
             dataset, {PROP_STALE: stale.format(), PROP_ROLE: ROLE_REPLICA, "readonly": "on"}
         )
         await self.zfs.inherit(dataset, PROP_FENCED)  # the stale label says it all now
-        await self.zfs.set(dataset, {"canmount": "noauto"})
         for prop in (PROP_PROMOTED_BY, PROP_MOVE):
             await self.zfs.inherit(dataset, prop)
         log.warning("%s: @%s", stale.describe(), snap.name, extra={"volume": copy.name})

@@ -121,6 +121,10 @@ class FailoverConfig:
     # A primary that cannot reach a majority of the inventory's nodes for this
     # long fences itself. Bounds in zflock.cluster.lease (SELF_FENCE_MIN/MAX).
     self_fence_after: float = 30.0
+    # Where `readonly=on` does not stop writes through files opened before it
+    # (zfs-fuse), a self-fence whose unmount is refused stops the processes that
+    # hold the volume (SIGTERM, then SIGKILL): the fence is not whole before.
+    stop_holders: bool = True
 
 
 @dataclass(frozen=True)
@@ -320,8 +324,9 @@ def _failover(path: Path, table: Mapping[str, Any]) -> FailoverConfig:
         raise r.error(
             "self_fence_after", f"must be {SELF_FENCE_MIN:g}-{SELF_FENCE_MAX:g} s, got {after:g}"
         )
+    stop_holders = r.get("stop_holders", bool, FailoverConfig.stop_holders)
     r.finish()
-    return FailoverConfig(self_fence_after=after)
+    return FailoverConfig(self_fence_after=after, stop_holders=stop_holders)
 
 
 def _resolve(base: Path, value: str) -> Path:

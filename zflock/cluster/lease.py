@@ -74,11 +74,17 @@ def majority(nodes: int) -> int:
     return nodes // 2 + 1
 
 
+# Time for the fence's `zfs set readonly=on` to land once the watcher saw it due.
+FENCE_LANDS = 5.0
+
+
 @dataclass(frozen=True)
 class Timing:
-    """The ping loop's timing, all derived from `self_fence_after` (agent.toml)."""
+    """The ping loop's timing, all derived from `self_fence_after` (agent.toml), and how
+    long the fence itself may take once due (`fence_time`)."""
 
     self_fence_after: float
+    fence_time: float = FENCE_LANDS
 
     @property
     def interval(self) -> float:
@@ -98,8 +104,20 @@ class Timing:
     @property
     def margin(self) -> float:
         """What `zflock failover` must add to `self_fence_after` before it may promote:
-        the watcher's tick, and time for the fence's `zfs set readonly=on` to land."""
-        return self.interval + self.deadline + 5.0
+        the watcher's tick, and the time the fence takes to be whole (`fence_time`)."""
+        return self.interval + self.deadline + self.fence_time
+
+
+def fence_time(readonly_fences_open_files: bool, stop_hook: float, stop_holders: float) -> float:
+    """How long a due self-fence takes, at most, before no write can succeed. Where
+    `readonly=on` refuses writes through files opened before it too (OpenZFS), its
+    `zfs set` is the fence. Where not (zfs-fuse), the fence is whole only once the
+    volume is unmounted: after the stop hook (`stop_hook`: its timeout where one is
+    configured, else 0) and, if a consumer still holds it, after stopping the holders
+    (`stop_holders`: their bound, 0 if that is off -- then nothing bounds it)."""
+    if readonly_fences_open_files:
+        return FENCE_LANDS
+    return FENCE_LANDS + stop_hook + stop_holders
 
 
 @dataclass(frozen=True)
