@@ -27,8 +27,8 @@ import pytest
 from tests.agentlab import AgentLab, patience, wait_until
 from tests.failover.conftest import SELF_FENCE_AFTER, kill_agent, restart_agent, set_link
 from tests.move.conftest import Writer, assert_copies, holding, one_writable_copy
-from zflock.agent.holders import STOP_BOUND
 from zflock.lab import agents
+from zflock.zfs.holders import STOP_BOUND
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(900)]
 
@@ -165,43 +165,67 @@ def test_a_cut_off_primary_fences_itself_and_returns_stale(
     assert copies["node1"]["stale"].startswith(f"{epoch}/failed-over/"), copies
 
 
+@pytest.mark.parametrize("through", ["its mount", "a bind mount"])
 def test_a_cut_off_primary_stops_a_consumer_still_holding_a_file(
-    failover_lab: AgentLab,
+    failover_lab: AgentLab, through: str
 ) -> None:
     """On zfs-fuse `readonly=on` does not stop a write through a file opened before it
-    (tests/zfs/test_contract.py): the self-fence is whole only once the copy is
-    unmounted, and a consumer no stop hook stopped refuses the unmount. So the agent
-    stops the processes holding it (`[failover] stop_holders`, on by default), and the
-    failover's margin counts that time (cluster/lease.py, fence_time). Back in contact
-    with no failover in between, the copy unfences with every line the holder wrote."""
+    (tests/zfs/test_contract.py), through the volume's mount or another mount of it (a
+    container's bind mount, which does not even make the unmount busy). So the fence
+    stops every process holding a file on it open for writing (`[failover]
+    stop_holders`, on by default), and the failover's margin counts that time
+    (cluster/lease.py, fence_time). Back in contact with no failover in between, the
+    copy unfences, mounted where it belongs, with every line the holder wrote."""
     lab = failover_lab
-    volume = "held"
+    volume = "held" if through == "its mount" else "bound"
     assert lab.cli("create", volume, "--on", "node1").returncode == 0
-    path = f"/zflock/{volume}/held.log"
-    with holding(lab, "node1", path) as holder, one_writable_copy(lab, volume):
-        assert holder.write("before the cut") == "ok"
-        try:
-            set_link(lab, "node1", up=False)
+    where = f"/zflock/{volume}"
+    bind = f"/mnt/zflock-test-{volume}"
+    if through == "a bind mount":
+        lab.sh("node1", f"mkdir -p {bind} && mount --bind {where} {bind}")
+        where = bind
+    try:
+        with holding(lab, "node1", f"{where}/held.log") as holder, one_writable_copy(lab, volume):
+            assert holder.write("before the cut") == "ok"
+            try:
+                set_link(lab, "node1", up=False)
+                wait_until(
+                    "node1 to fence itself and stop the holder",
+                    lambda: (
+                        holder.proc.poll() is not None
+                        and fence_state(lab, "node1", volume)["zflock:fenced"].startswith(
+                            "no-majority/"
+                        )
+                    ),
+                    timeout=(SELF_FENCE_AFTER + FENCE_BOUND + STOP_BOUND) / patience(1),
+                    interval=0.2,
+                )
+                if through == "its mount":
+                    wait_until(
+                        "node1's copy to be unmounted",
+                        lambda: is_fenced(fence_state(lab, "node1", volume)),
+                        timeout=30,
+                        interval=0.2,
+                    )
+            finally:
+                if through == "a bind mount":
+                    lab.sh("node1", f"umount {bind} && rmdir {bind}")  # made here, by name
+                set_link(lab, "node1", up=True)
             wait_until(
-                "node1 to fence itself, holder stopped and copy unmounted",
-                lambda: is_fenced(fence_state(lab, "node1", volume)),
-                timeout=(SELF_FENCE_AFTER + FENCE_BOUND + STOP_BOUND) / patience(1),
-                interval=0.2,
+                "node1 to unfence",
+                lambda: fence_state(lab, "node1", volume)["zflock:fenced"] == "-",
+                timeout=60,
+                interval=0.5,
             )
-            # Stopped by SIGTERM: it can write nothing more.
-            assert holder.proc.wait(timeout=patience(5)) != 0
-        finally:
-            set_link(lab, "node1", up=True)
-        wait_until(
-            "node1 to unfence",
-            lambda: fence_state(lab, "node1", volume)["zflock:fenced"] == "-",
-            timeout=60,
-            interval=0.5,
-        )
+    finally:
+        lab.node_run("node1", "sh", "-c", f"umount {bind} 2>/dev/null; rmdir {bind} 2>/dev/null")
     assert_copies(lab, volume, "node1", 1, absent=("node2", "node3"))
-    assert lab.sh("node1", f"cat {path}") == "held\nbefore the cut\n"
+    assert lab.sh("node1", f"cat /zflock/{volume}/held.log") == "held\nbefore the cut\n"
+    # Mounted where it belongs (not just said to be: zfs-fuse can believe a filesystem
+    # mounted that only a bind mount held), and writable.
+    lab.sh("node1", f"mountpoint -q /zflock/{volume} && echo after > /zflock/{volume}/after.txt")
     log = agents.agent_log(lab.state.nodes["node1"]).read_text(errors="replace")
-    assert f"stopped the processes holding /zflock/{volume}" in log, log[-2000:]
+    assert "fenced, but still open for writing" in log and f"{holder.proc.pid} (" in log
 
 
 def test_a_restarted_agent_without_peers_stays_fenced_until_it_compares_epochs(

@@ -241,7 +241,7 @@ def test_a_consumer_still_holding_a_file_makes_the_cutover_roll_back(lab3: Agent
     with holding(lab, "node1", path) as holder, one_writable_copy(lab, volume):
         r = move(lab, volume, "node2")
         assert r.returncode == 1, r.stderr
-        assert "still in use after fencing" in r.stderr, r.stderr
+        assert "still open for writing after fencing, by " in r.stderr, r.stderr
         assert "rolled back; the source is writable again" in r.stderr, r.stderr
         assert_copies(lab, volume, "node1", 1, absent=("node3",))
         assert holder.write("after the rollback") == "ok"
@@ -250,4 +250,35 @@ def test_a_consumer_still_holding_a_file_makes_the_cutover_roll_back(lab3: Agent
         assert moved(lab, volume, "node2")["epoch"] == 2
     got = lab.node_run("node2", "cat", path)
     assert got.returncode == 0 and got.stdout == "held\nafter the rollback\n", got
+    assert_copies(lab, volume, "node2", 2, absent=("node3",))
+
+
+def test_a_consumer_writing_through_another_mount_makes_the_cutover_roll_back(
+    lab3: AgentLab,
+) -> None:
+    """A container sees its volume through a bind mount in its own mount namespace.
+    A file held open for writing through such a mount does not make the source's
+    unmount busy on zfs-fuse, and its writes still reach the dataset after the
+    unmount (tried 2026-12-05): the fence finds the writer by device and refuses, before
+    the unmount (after it, zfs-fuse would read the source as mounted while its own
+    mountpoint is empty, and the rollback would not mount it again)."""
+    lab, volume = lab3, "bound"
+    assert lab.cli("create", volume, "--on", "node1").returncode == 0
+    bind = f"/mnt/zflock-test-{volume}"
+    lab.sh("node1", f"mkdir -p {bind} && mount --bind /zflock/{volume} {bind}")
+    try:
+        with holding(lab, "node1", f"{bind}/held.log") as holder, one_writable_copy(lab, volume):
+            r = move(lab, volume, "node2")
+            assert r.returncode == 1, r.stderr
+            assert "still open for writing after fencing, by " in r.stderr, r.stderr
+            assert "rolled back; the source is writable again" in r.stderr, r.stderr
+            assert_copies(lab, volume, "node1", 1, absent=("node3",))
+            assert holder.write("after the rollback") == "ok"
+            lab.sh("node1", f"echo direct > /zflock/{volume}/direct.txt")
+    finally:
+        lab.sh("node1", f"umount {bind} && rmdir {bind}")  # the mount it made, by name
+    with one_writable_copy(lab, volume):
+        assert moved(lab, volume, "node2")["epoch"] == 2
+    got = lab.node_run("node2", "cat", f"/zflock/{volume}/held.log", f"/zflock/{volume}/direct.txt")
+    assert got.returncode == 0 and got.stdout == "held\nafter the rollback\ndirect\n", got
     assert_copies(lab, volume, "node2", 2, absent=("node3",))

@@ -81,7 +81,10 @@ class MoveSite:
         async def hooks(kind: str) -> None:
             await self.run_hooks(name, kind, cli_hooks.get(kind, []), context)
 
-        return ZfsSource(self.zfs, self.config.dataset(name), name, snapshot, hooks)
+        config = self.config
+        return ZfsSource(
+            self.zfs, config.dataset(name), name, snapshot, hooks, config.mountpoint(name)
+        )
 
     async def run_hooks(
         self, name: str, kind: str, extra: list[list[str]], context: dict[str, str]

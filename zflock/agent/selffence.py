@@ -29,7 +29,6 @@ from typing import Any
 
 import asyncssh
 
-from zflock.agent.holders import STOP_BOUND
 from zflock.agent.locks import VolumeLocks
 from zflock.agent.selffence_zfs import CopyFencing
 from zflock.agent.volumes import Volumes
@@ -55,6 +54,7 @@ from zflock.rpc.client import AgentClient
 from zflock.rpc.cluster import Cluster
 from zflock.rpc.selffence_messages import LeaseStatus, Ping, Pong, Unreachable
 from zflock.zfs import Zfs
+from zflock.zfs.holders import STOP_BOUND
 
 log = logging.getLogger("zflock.agent.selffence")
 # How long a fence waits for the volume's lock before fencing without it (a long

@@ -8,9 +8,10 @@ The order of each step matters, because the agent can die after any command
            bound a failover counts on -- then the `pre_cutover` (stop) hook, the
            unmount, then `canmount=noauto` (after it: on zfs-fuse setting
            canmount remounts, which a holder refuses). On zfs-fuse a file held
-           open for writing can still be written until the unmount: when the
-           unmount is refused, the processes holding the mount are stopped
-           (holders.py; `[failover] stop_holders`), then it is tried again.
+           open for writing can still be written after readonly=on, through the
+           mount or another (a bind mount): the processes holding one are stopped
+           first, and those holding the mount when the unmount is refused
+           (zfs/holders.py; `[failover] stop_holders`), then it is tried again.
            Repeating it is harmless.
 * unfence: `readonly=off`, `canmount=on`, mount, and only then the label is
            cleared: a crash before that leaves it fenced, to be decided again.
@@ -26,13 +27,13 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from zflock.agent.holders import stop_holders
 from zflock.agent.hooks import HookFailed, run_hooks
 from zflock.cluster.config import AgentConfig
 from zflock.cluster.lease import PROP_FENCED, Fenced, FenceReason, LocalCopy, diverged_name
 from zflock.cluster.ownership import PROP_ROLE, PROP_STALE, ROLE_REPLICA, Stale
 from zflock.move.marker import PROP_MOVE, PROP_PROMOTED_BY
 from zflock.zfs import DatasetBusy, Zfs
+from zflock.zfs.holders import describe, device_of, holders, stop
 
 log = logging.getLogger("zflock.agent.selffence")
 
@@ -70,36 +71,44 @@ class CopyFencing:
         await self._unmount(dataset, copy.name)
 
     async def _unmount(self, dataset: str, name: str) -> None:
-        """Unmount, stopping what holds it where only that fences (module docstring);
-        then `canmount=noauto`, so that nothing mounts it again by itself."""
+        """Where only this makes the fence whole (zfs-fuse), first stop every process
+        still holding a file open for writing on it, through this mount or another (a
+        container's bind mount), then unmount, stopping what still holds it if that is
+        refused (zfs/holders.py). Then `canmount=noauto`, so that nothing mounts it
+        again by itself."""
+        fences = (await self.zfs.capabilities()).readonly_fences_open_files
+        device = None if fences else await device_of(self.config.mountpoint(name))
+        # After readonly=on no new open for writing succeeds: the writers found now are
+        # all there will be, and once they are gone the copy is fenced (fence_time).
+        if device is not None and await holders(device, writing=True):
+            if self._may_stop(name, "still open for writing"):
+                stopped = await stop(device, writing=True)
+                log.error("fenced, but still open for writing (through its mount or another: "
+                          "a container's bind mount?): stopped %s", describe(stopped),
+                          extra={"volume": name})  # fmt: skip
         try:
             await self.zfs.unmount(dataset)
         except DatasetBusy:
-            if await self._fenced_while_mounted():
+            if fences or device is None:
                 log.warning("fenced (read-only), but still in use, so still mounted: "
                             "unmounted on a later tick", extra={"volume": name})  # fmt: skip
                 return
-            if not self.config.failover.stop_holders:
-                log.error("fenced, but still in use, so still mounted: on zfs-fuse a file "
-                          "held open for writing can still be written until it is unmounted; "
-                          "stop its consumer ([failover] stop_holders is off)",
-                          extra={"volume": name})  # fmt: skip
+            if not self._may_stop(name, "in use, so still mounted"):
                 return
-            await self._stop_holders(dataset, name)
+            stopped = await stop(device)
+            log.error("fenced, but still in use: stopped the processes holding it: %s",
+                      describe(stopped), extra={"volume": name})  # fmt: skip
+            await self.zfs.unmount(dataset)  # DatasetBusy: the next tick tries again
         if (await self.zfs.get(dataset, ["canmount"]))["canmount"] != "noauto":
             await self.zfs.set(dataset, {"canmount": "noauto"})
 
-    async def _fenced_while_mounted(self) -> bool:
-        return (await self.zfs.capabilities()).readonly_fences_open_files
-
-    async def _stop_holders(self, dataset: str, name: str) -> None:
-        mountpoint = self.config.mountpoint(name)
-        stopped = await stop_holders(mountpoint)
-        log.error("fenced, but still in use: stopped the processes holding %s (a file held "
-                  "open for writing could still be written on zfs-fuse): %s", mountpoint,
-                  ", ".join(h.describe() for h in stopped) or "none found",
+    def _may_stop(self, name: str, what: str) -> bool:
+        if self.config.failover.stop_holders:
+            return True
+        log.error("fenced, but %s: on zfs-fuse a file held open for writing can still be "
+                  "written; stop its consumer ([failover] stop_holders is off)", what,
                   extra={"volume": name})  # fmt: skip
-        await self.zfs.unmount(dataset)  # DatasetBusy: the next tick tries again
+        return False
 
     async def unfence(self, copy: LocalCopy) -> None:
         dataset = self.config.dataset(copy.name)

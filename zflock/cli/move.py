@@ -191,9 +191,10 @@ def move_command(
     replica, so moving back is cheap (--destroy-source removes it).
 
     The pre-hooks must stop every consumer of the volume. On zfs-fuse a file
-    held open for writing could still be written after the fence, so a source
-    still in use then (an open file, a shell's working directory) makes the
-    move roll back; `fuser -vm MOUNTPOINT` lists what holds it.
+    held open for writing could still be written after the fence (through
+    the volume's mount or a container's bind mount), so a source still in use
+    then (a file open for writing, a shell's working directory) makes the move
+    roll back, naming the writers; `fuser -vm MOUNTPOINT` lists what holds it.
 
     Any failure before the destination is promoted rolls back: the source is
     writable and mounted again and the rollback hooks run. If the agents are

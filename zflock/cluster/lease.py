@@ -111,9 +111,9 @@ class Timing:
 def fence_time(readonly_fences_open_files: bool, stop_hook: float, stop_holders: float) -> float:
     """How long a due self-fence takes, at most, before no write can succeed. Where
     `readonly=on` refuses writes through files opened before it too (OpenZFS), its
-    `zfs set` is the fence. Where not (zfs-fuse), the fence is whole only once the
-    volume is unmounted: after the stop hook (`stop_hook`: its timeout where one is
-    configured, else 0) and, if a consumer still holds it, after stopping the holders
+    `zfs set` is the fence. Where not (zfs-fuse), the fence is whole only once no
+    process holds a file on it open for writing: after the stop hook (`stop_hook`: its
+    timeout where one is configured, else 0) and the stopping of the writers it left
     (`stop_holders`: their bound, 0 if that is off -- then nothing bounds it)."""
     if readonly_fences_open_files:
         return FENCE_LANDS

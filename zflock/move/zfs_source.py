@@ -29,7 +29,12 @@ checks both behaviours, the OpenZFS one in the OpenZFS tier):
   unmount; a source still held after the unmount's own retries (a consumer the
   pre-cutover hooks did not stop) fails the fence, and the move rolls back
   before anything is asked of the destination: a held file could otherwise take
-  writes after the final snapshot, acknowledged and then lost. (Until
+  writes after the final snapshot, acknowledged and then lost. A holder through
+  another mount of the filesystem (a container's bind mount in its own mount
+  namespace) does not make the unmount busy, and zfs-fuse lets it write on
+  after the unmount (tried 2026-12-05): so before the unmount the fence looks for
+  processes holding a file open for writing on the filesystem's device
+  (zfs/holders.py, a scan of /proc) and fails the same way if it finds one. (Until
   2026-12-05 a busy unmount was only logged, on the belief that the read-only
   mount refused every write.) The unmount cannot wait for the demotion either:
   while mounted, zfs-fuse reports `readonly` as `off` (source `temporary`), so
@@ -49,6 +54,7 @@ from zflock.errors import ZflockError
 from zflock.move.endpoint import SnapTaken
 from zflock.move.marker import PROP_MOVE, PROP_PROMOTED_BY, Marker
 from zflock.zfs import DatasetBusy, Zfs
+from zflock.zfs.holders import describe, device_of, holders
 
 log = logging.getLogger("zflock.move")
 
@@ -65,10 +71,12 @@ class ZfsSource:
         volume: str,
         take_snapshot: Callable[[], Awaitable[SnapTaken]],
         hooks: Callable[[str], Awaitable[None]],
+        mountpoint: str,
     ) -> None:
         self.zfs = zfs
         self.dataset = dataset
         self.volume = volume
+        self.mountpoint = mountpoint
         self._take_snapshot = take_snapshot
         self._hooks = hooks
 
@@ -94,6 +102,18 @@ class ZfsSource:
         log.warning("fenced (read-only) for %s", marker.format(), extra={"volume": self.volume})
         if (await self.zfs.capabilities()).readonly_fences_open_files:
             return  # OpenZFS: fenced already, and it says so; the demotion unmounts
+        # After readonly=on no new open for writing succeeds, so the writers can only
+        # go: the ones left now are all there will be. Looked for before the unmount,
+        # which does not see a writer through another mount (a container's bind
+        # mount), and after which a rollback could not mount the source again while
+        # that other mount lives (zfs-fuse then reads it as mounted: tried).
+        device = await device_of(self.mountpoint)
+        if device is not None and (writers := await holders(device, writing=True)):
+            raise SourceInUse(
+                f"{self.dataset} is still open for writing after fencing, by "
+                f"{describe(writers)}: a write after the final snapshot would be lost; "
+                "stop every consumer in a pre-cutover hook"
+            )
         try:
             await self.zfs.unmount(self.dataset)
         except DatasetBusy:

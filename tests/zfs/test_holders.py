@@ -1,5 +1,5 @@
-"""Finding and stopping the processes that hold a mounted volume (agent/holders.py),
-on a real zfs-fuse mount with real processes.
+"""Finding and stopping the processes that hold a mounted volume (zfs/holders.py),
+on a real ZFS mount with real processes (zfs-fuse; OpenZFS in its tier).
 
 What a self-fence on zfs-fuse relies on when its unmount is refused: it stops
 exactly the holders (a file open for writing, a working directory inside, a file
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import ZfsNode
-from zflock.agent.holders import holders_of, mount_device, stop_holders
+from zflock.zfs.holders import holders, holders_of, mount_device, stop_holders
 
 # Holds what argv[1] names in the way argv[2] says, says "ready", then sleeps.
 HOLD = """
@@ -73,6 +73,10 @@ async def test_the_holders_are_stopped_and_only_they(
     ):
         found = {h.pid for h in await holders_of(str(mountpoint))}
         assert found == {writer.pid, inside.pid, mapper.pid, stubborn.pid}
+        # What a fence looks for first: only those that can still write.
+        device = mount_device(str(mountpoint))
+        assert device is not None
+        assert {h.pid for h in await holders(device, writing=True)} == {writer.pid, stubborn.pid}
         stopped = await stop_holders(str(mountpoint))
         assert {h.pid for h in stopped} == found
         for proc in (writer, inside, mapper):
