@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from zflock.agent.jobs import Job
+from zflock.agent.link_memory import Carried, after_prune
 from zflock.agent.link_prune import prune_after_cycle
 from zflock.agent.observing import failure_reason, stale_copy
 from zflock.agent.volumes import Volumes
@@ -98,6 +99,7 @@ class LinkResult:
     outcome: Outcome
     seconds: float  # connect (if the cycle connected) to the end of the prune step
     pruned: PruneReport | None = None
+    carry: Carried | None = None  # both copies as it left them, when known (link_memory.py)
 
 
 class ReplicationLink:
@@ -110,11 +112,15 @@ class ReplicationLink:
         services: LinkServices,
         *,
         ownership: Ownership | None = None,
+        carried: Carried | None = None,
     ) -> None:
         self.volume = volume
         self.peer = peer
         self.services = services
         self._ownership = ownership  # read at connect when not given
+        # Both copies as the run before left them (agent/link_memory.py): the first
+        # connect starts from them instead of reading either.
+        self._carried = carried
         config = services.config
         self.sender = ZfsSender(services.zfs, config.dataset(volume), config.node)
         self._client: AgentClient | None = None
@@ -158,8 +164,12 @@ class ReplicationLink:
         (which also says whether the peer can resume a stream)."""
         config = self.services.config
         ownership = self._ownership
+        carried, self._carried = self._carried, None  # once: a later connect reads again
         self.forget()
-        if ownership is None:
+        if carried is not None:
+            self._known = carried.primary
+            ownership = self.sender.ownership_of(carried.primary)
+        elif ownership is None:
             self._known = await self.sender.read()
             ownership = self.sender.ownership_of(self._known)
         if not ownership.is_primary:
@@ -172,14 +182,20 @@ class ReplicationLink:
         await client.connect()
         try:
             receiver = RemoteReceiver(client, self.volume)
-            self.replica = await receiver.state()
+            if carried is not None:
+                self.replica = carried.replica
+            else:
+                self.replica = await receiver.state()
             local = await self.services.zfs.capabilities()
         except BaseException:
             await client.close()
             raise
         self._client, self._receiver = client, receiver
         self._replica_known = self.replica
-        self._resume = local.resume_tokens and receiver.resume_supported
+        if carried is not None:
+            self._resume = carried.resume
+        else:
+            self._resume = local.resume_tokens and receiver.resume_supported
 
     def forget(self) -> None:
         """Read both sides again at the next step (something else may have changed them)."""
@@ -313,7 +329,14 @@ class ReplicationLink:
             job.step = "prune"
         self.forget()  # the prune changes both sides
         pruned = await self.prune(after, outcome.replica)
+        carry = None
+        listed = pruned.replica_snapshots
+        if after is not None and outcome.replica is not None and listed is not None:
+            if not pruned.errors:  # what each side destroyed is then known exactly
+                carry = after_prune(
+                    after, pruned.primary.destroyed, outcome.replica, list(listed), self._resume
+                )
         return LinkResult(
             volume=self.volume, peer=self.peer.name, snapshot=snap, outcome=outcome,
-            seconds=time.monotonic() - started, pruned=pruned,
+            seconds=time.monotonic() - started, pruned=pruned, carry=carry,
         )  # fmt: skip

@@ -8,6 +8,12 @@ request either waits for the running operation or fails at once, by its
 The table holds an entry only while someone holds or waits for a volume's
 lock: names come from clients, and a client asking for a million different
 names must not leave a million locks behind.
+
+For the volumes someone `watch`es (agent/link_memory.py: what a scheduled
+replication remembers between its runs), the locks also count how often each
+was taken, and `changed()` counts an action taken without it (a self-fence
+that could not wait): remembered state is good only while no one else took
+the lock in between.
 """
 
 from __future__ import annotations
@@ -38,6 +44,23 @@ class _Entry:
 class VolumeLocks:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._taken: dict[str, int] = {}  # watched volumes only: times taken or changed
+
+    def watch(self, volume: str) -> int:
+        """Count `volume`'s acquisitions from now on; the count so far."""
+        return self._taken.setdefault(volume, 0)
+
+    def unwatch(self, volume: str) -> None:
+        self._taken.pop(volume, None)
+
+    def taken(self, volume: str) -> int | None:
+        """How often `volume`'s lock was taken (or `changed`) while watched; None if not."""
+        return self._taken.get(volume)
+
+    def changed(self, volume: str) -> None:
+        """Something changed the volume without its lock: count it as taken."""
+        if volume in self._taken:
+            self._taken[volume] += 1
 
     def __len__(self) -> int:
         """Volumes with a holder or a waiter (the size of the table)."""
@@ -59,6 +82,8 @@ class VolumeLocks:
             self._leave(volume, entry)
             raise
         entry.holder = operation
+        if volume in self._taken:
+            self._taken[volume] += 1
 
     def release(self, volume: str) -> None:
         entry = self._entries[volume]

@@ -32,6 +32,7 @@ from typing import Any
 from zflock.agent.handlers import Handlers, replication_report
 from zflock.agent.jobs import Job, Jobs
 from zflock.agent.link import ReplicationLink
+from zflock.agent.link_memory import LinkMemory
 from zflock.agent.locks import VolumeBusy, VolumeLocks
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, load_inventory
@@ -81,12 +82,22 @@ RunLink = Callable[[Job, str, str], Awaitable[m.ReplicationReport]]
 
 
 def handlers_link(handlers: Handlers) -> RunLink:
-    """One cycle of the link's service (agent/link.py), as `zflock replicate` runs it;
-    the caller holds the volume's lock. The cycle reports its own events."""
+    """One cycle of the link's service (agent/link.py), as `zflock replicate` runs it,
+    starting from what the link's run before left of both copies when nothing else
+    touched the volume since (agent/link_memory.py); the caller holds the volume's
+    lock. The cycle reports its own events."""
+    memory = LinkMemory(handlers.locks)
 
     async def run(job: Job, volume: str, target: str) -> m.ReplicationReport:
         peer = load_inventory(handlers.config.cluster).node(target)
-        result = await ReplicationLink(volume, peer, handlers.links).cycle(job=job)
+        carried, taken = memory.recall(volume, target)
+        link = ReplicationLink(volume, peer, handlers.links, carried=carried)
+        try:
+            result = await link.cycle(job=job)
+        except BaseException:
+            memory.forget(volume, target)
+            raise
+        memory.keep(volume, target, taken, result.carry)
         return replication_report(result, handlers.config.node)
 
     return run

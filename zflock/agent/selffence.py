@@ -353,6 +353,7 @@ class SelfFence:
         except TimeoutError:
             log.warning("volume busy (%s); acting without its lock", self.locks.holder(name),
                         extra={"volume": name})  # fmt: skip
+            self.locks.changed(name)  # what a replication remembers of it is void now
             await step()
             return
         try:

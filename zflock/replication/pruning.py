@@ -84,6 +84,9 @@ class PruneReport:
     primary: SidePruned
     cursor: str | None = None  # the snapshot the peer's cursor bookmark now marks
     held: str | None = None  # the replica's snapshot under the base hold
+    # The replica's snapshots afterwards, as its answer listed them (None: unknown):
+    # what the next run may start from (agent/link_memory.py).
+    replica_snapshots: tuple[SnapRef, ...] | None = None
 
     @property
     def errors(self) -> list[str]:
@@ -121,6 +124,7 @@ async def prune_after_sync(
         replica, identity, rules, source.snapshots, peer, now, replica_state
     )
     replica_side, shared, held = pruned.side, pruned.shared, pruned.held
+    listed = None if shared is None else tuple(shared)
     cursor: str | None = None
     base = diff(source.snapshots, shared).source_base if shared is not None else None
     if base is not None:
@@ -132,7 +136,9 @@ async def prune_after_sync(
 
     if rules.targets is None:
         skipped = "no replication policy lists this volume's replicas"
-        return PruneReport(replica_side, SidePruned(identity.node, skipped=skipped), cursor, held)
+        return PruneReport(
+            replica_side, SidePruned(identity.node, skipped=skipped), cursor, held, listed
+        )
     peers: list[PeerHistory] = []
     protect: dict[int, str] = {}
     if shared is not None:
@@ -164,14 +170,14 @@ async def prune_after_sync(
     except ZflockError as exc:
         log.warning("%s: pruning the primary failed: %s", identity.volume, exc)
         side = SidePruned(identity.node, protected=protected, error=str(exc))
-        return PruneReport(replica_side, side, cursor, held)
+        return PruneReport(replica_side, side, cursor, held, listed)
     primary_side = SidePruned(
         identity.node,
         destroyed=tuple(s.name for s in gone),
         remaining=len(source.snapshots) - len(gone),
         protected=protected,
     )
-    return PruneReport(replica_side, primary_side, cursor, held)
+    return PruneReport(replica_side, primary_side, cursor, held, listed)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,105 @@
+"""What a scheduled replication remembers of both copies from one run to the next.
+
+A run (agent/link.py, `cycle`) used to begin by reading both copies whole: this
+copy with every snapshot (a `zfs get -r`), and the replica's state over the
+connection (the same walk on the peer). On zfs-fuse a walk costs the daemon
+about a millisecond per snapshot, and a copy kept every 30 s under a rule
+like `1x1h(keep=all)` holds 120 of them: two walks a run, growing with the
+history (docs/benchmarks.md). Both are known at the end of the run before:
+this copy as its snapshot left it less what its pruning destroyed, and the
+replica as its prune answer listed it (the receiver's own listing, not a
+guess). So the next run starts from those.
+
+Remembered state is used only when nothing else can have changed either copy
+through zflock in between: the volume's lock here was taken by no one else
+(`VolumeLocks.taken`: exactly one acquisition since, the run's own), nothing
+acted on it without the lock (a self-fence that could not wait counts), the
+run before ended well, and it is younger than MAX_AGE (which bounds how long
+an operator's own `zfs` change on either node goes unseen). A wrong guess
+cannot make a step unsafe: the receiver checks every step against its own
+state (the base by name and GUID, its role and epoch), and ZFS refuses an
+incremental whose base is not the replica's newest snapshot; a step that fails
+makes the next run read both copies again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from zflock.agent.locks import VolumeLocks
+from zflock.replication.model import ReplicaInfo, SnapRef
+from zflock.zfs import DatasetState
+
+# Seconds after which a run reads both copies again whatever it remembers.
+MAX_AGE = 300.0
+
+
+@dataclass(frozen=True)
+class Carried:
+    """Both copies as a run left them: what the next run may start from."""
+
+    primary: DatasetState  # this copy: its snapshot added, what pruning destroyed gone
+    replica: ReplicaInfo  # the peer's, with the snapshots its prune answer listed
+    resume: bool  # both sides can resume a stream (as read at the last connect)
+
+
+def after_prune(
+    primary: DatasetState,
+    destroyed: tuple[str, ...],
+    replica: ReplicaInfo,
+    listed: list[SnapRef],
+    resume: bool,
+) -> Carried:
+    """`primary` (read after the run's snapshot) less the snapshots its pruning destroyed,
+    and `replica` with the snapshots its prune answer `listed`."""
+    gone = set(destroyed)
+    kept = [s for s in primary.snapshots if s.name not in gone]
+    snapshots = [replace(s, index=i) for i, s in enumerate(kept)]
+    peer = replace(
+        replica, snapshots=tuple(listed), resume_token=None, resume_to_guid=None,
+        modified_since_last_snapshot=False,
+    )  # fmt: skip
+    return Carried(replace(primary, snapshots=snapshots), peer, resume)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    carried: Carried
+    taken: int  # the volume lock's count when the run that left it began
+    at: float
+
+
+class LinkMemory:
+    """One agent's memory of its scheduled links (module docstring)."""
+
+    def __init__(self, locks: VolumeLocks, clock: Callable[[], float] = time.monotonic) -> None:
+        self.locks = locks
+        self.clock = clock
+        self._kept: dict[tuple[str, str], _Kept] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def recall(self, volume: str, peer: str) -> tuple[Carried | None, int]:
+        """For a run that holds the volume's lock now: what it may start from (None:
+        read both copies), and the lock's count to hand back to `keep`."""
+        kept = self._kept.pop((volume, peer), None)
+        taken = self.locks.watch(volume)
+        if kept is None or taken != kept.taken + 1 or self.clock() - kept.at > MAX_AGE:
+            return None, taken
+        return kept.carried, taken
+
+    def keep(self, volume: str, peer: str, taken: int, carried: Carried | None) -> None:
+        """What the run that began at lock count `taken` left (None: nothing to keep).
+        Kept only if nothing else took or changed the volume while it ran."""
+        if carried is None or self.locks.taken(volume) != taken:
+            self.forget(volume, peer)
+            return
+        self._kept[(volume, peer)] = _Kept(carried, taken, self.clock())
+
+    def forget(self, volume: str, peer: str) -> None:
+        self._kept.pop((volume, peer), None)
+        if not any(v == volume for v, _ in self._kept):
+            self.locks.unwatch(volume)
