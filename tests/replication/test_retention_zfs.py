@@ -350,3 +350,27 @@ async def test_stalled_stream_keeps_its_snapshots_and_is_resumed(pair: Pair) -> 
     await pair.prune(r, T0 + 2 * STEP)
     on_src, on_dst = await pair.names()
     assert on_src == on_dst and len(on_src) == 1
+
+
+async def test_a_prune_planned_from_a_remembered_listing_reads_the_primary_again(
+    pair: Pair,
+) -> None:
+    """A scheduled run may start from the primary as the run before left it
+    (agent/link_memory.py). If an operator destroyed a snapshot by hand since, a
+    retention plan over that listing can pick the gone snapshot as its hour's keeper
+    and destroy the one left: so a plan from a remembered listing that destroys
+    anything is made again from the primary as it is, before anything goes."""
+    for minutes in (0, 10, 20, 130):
+        await pair.write_and_snapshot(T0 + timedelta(minutes=minutes))
+        await pair.sync()
+    now = T0 + timedelta(minutes=130)
+    remembered = await pair.sender.source()
+    first, second, third, newest = (s.name for s in remembered.snapshots)
+    await pair.src.zfs.destroy_snapshot(pair.vol, first)  # by hand, behind zflock's back
+    report = await prune_after_sync(
+        pair.sender, pair.receiver, IDENTITY, rules("3x1h", "last=10"), peer="b",
+        others={}, now=now, source=remembered, source_remembered=True,
+    )  # fmt: skip
+    assert report.errors == [], report
+    # The 08:00 hour keeps one snapshot (the second, now its oldest), not none.
+    assert (await pair.names())[0] == [second, third, newest]

@@ -46,6 +46,7 @@ from zflock.agent.jobs import Job
 from zflock.agent.link_memory import Carried, after_prune
 from zflock.agent.link_prune import prune_after_cycle
 from zflock.agent.observing import failure_reason, stale_copy
+from zflock.agent.peer_pool import PeerPool
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, NodeEntry
 from zflock.cluster.ownership import Ownership
@@ -113,6 +114,7 @@ class ReplicationLink:
         *,
         ownership: Ownership | None = None,
         carried: Carried | None = None,
+        pool: PeerPool | None = None,
     ) -> None:
         self.volume = volume
         self.peer = peer
@@ -121,6 +123,9 @@ class ReplicationLink:
         # Both copies as the run before left them (agent/link_memory.py): the first
         # connect starts from them instead of reading either.
         self._carried = carried
+        self._remembered = False  # this copy's state came from the run before
+        # A kept connection to the peer (agent/peer_pool.py), else one per connect.
+        self._pool = pool
         config = services.config
         self.sender = ZfsSender(services.zfs, config.dataset(volume), config.node)
         self._client: AgentClient | None = None
@@ -166,6 +171,7 @@ class ReplicationLink:
         ownership = self._ownership
         carried, self._carried = self._carried, None  # once: a later connect reads again
         self.forget()
+        self._remembered = carried is not None
         if carried is not None:
             self._known = carried.primary
             ownership = self.sender.ownership_of(carried.primary)
@@ -178,8 +184,11 @@ class ReplicationLink:
                 "replicate from its primary"
             )
         self._identity = SourceIdentity.of(self.volume, ownership, config.node)
-        client = AgentClient(self.peer, self.services.key())
-        await client.connect()
+        if self._pool is not None:
+            client = await self._pool.client(self.peer)
+        else:
+            client = AgentClient(self.peer, self.services.key())
+            await client.connect()
         try:
             receiver = RemoteReceiver(client, self.volume)
             if carried is not None:
@@ -188,7 +197,7 @@ class ReplicationLink:
                 self.replica = await receiver.state()
             local = await self.services.zfs.capabilities()
         except BaseException:
-            await client.close()
+            await self._drop(client)
             raise
         self._client, self._receiver = client, receiver
         self._replica_known = self.replica
@@ -201,18 +210,25 @@ class ReplicationLink:
         """Read both sides again at the next step (something else may have changed them)."""
         self._known = self._replica_known = None
 
-    async def close(self) -> None:
+    async def close(self, *, failed: bool = False) -> None:
+        """Close the connection, or leave a kept one to the pool (dropped if `failed`)."""
         self.forget()
         client, self._client, self._receiver = self._client, None, None
-        if client is not None:
+        if client is not None and (self._pool is None or failed):
+            await self._drop(client)
+
+    async def _drop(self, client: AgentClient) -> None:
+        if self._pool is not None:
+            await self._pool.discard(client)
+        else:
             await client.close()
 
     async def __aenter__(self) -> ReplicationLink:
         await self.connect()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        await self.close(failed=exc_type is not None)
 
     # -- the steps --------------------------------------------------------------------
 
@@ -265,16 +281,22 @@ class ReplicationLink:
         return volumes.snapshot_info(self.volume, after, taken)
 
     async def prune(
-        self, read: DatasetState | None = None, replica: ReplicaInfo | None = None
+        self,
+        read: DatasetState | None = None,
+        replica: ReplicaInfo | None = None,
+        *,
+        remembered: bool = False,
     ) -> PruneReport:
         """Prune the peer's replica and this primary after a sync (agent/link_prune.py).
         `read`: this copy as read since its last change (else read there); `replica`:
-        the peer's as the sync left it (else asked there)."""
+        the peer's as the sync left it (else asked there); `remembered`: `read` builds
+        on what the run before left (read again before anything is destroyed)."""
         assert self._identity is not None, "connect() first"
         services = self.services
         return await prune_after_cycle(
             services.config, services.key, self.sender, self.receiver,
             self._identity, self.peer.name, read=read, replica=replica,
+            remembered=remembered,
         )  # fmt: skip
 
     async def cycle(self, *, job: Job | None, force_rollback: bool = False) -> LinkResult:
@@ -317,6 +339,7 @@ class ReplicationLink:
             self.forget()
         if self._known is None:
             self._known = await self.sender.read()
+            self._remembered = False
         await self.check(force_rollback=force_rollback, read=self._known)
         watcher: Observer = self.services.observer
         if job is not None:
@@ -328,7 +351,7 @@ class ReplicationLink:
         if job is not None:
             job.step = "prune"
         self.forget()  # the prune changes both sides
-        pruned = await self.prune(after, outcome.replica)
+        pruned = await self.prune(after, outcome.replica, remembered=self._remembered)
         carry = None
         listed = pruned.replica_snapshots
         if after is not None and outcome.replica is not None and listed is not None:

@@ -93,6 +93,7 @@ async def prune_after_cycle(
     now: datetime | None = None,
     read: DatasetState | None = None,
     replica: ReplicaInfo | None = None,
+    remembered: bool = False,
 ) -> PruneReport:
     """Prune `peer`'s replica and this primary after a successful sync (the caller holds
     the volume's lock and has the connection to `peer` open in `receiver`).
@@ -100,7 +101,9 @@ async def prune_after_cycle(
     `read`: the primary's copy as `sender.read()` gave it since its last change (a
     cycle's read after its snapshot); it has the policy and the snapshots, so the
     step reads neither again. Read here when None. `replica`: the peer's replica as the
-    sync left it (driver.Outcome.replica; asked when None: pruning.prune_after_sync)."""
+    sync left it (driver.Outcome.replica; asked when None: pruning.prune_after_sync).
+    `remembered`: `read` comes from the run before (agent/link_memory.py), so the
+    primary is read again before anything of it is destroyed."""
     volume = identity.volume
     try:
         if read is None:
@@ -129,6 +132,7 @@ async def prune_after_cycle(
         now=now if now is not None else datetime.now(UTC),
         source=sender.source_of(read),
         replica_state=replica,
+        source_remembered=remembered,
     )
     for error in report.errors:
         log.warning("pruning: %s", error, extra={"volume": volume})

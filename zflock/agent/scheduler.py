@@ -34,6 +34,7 @@ from zflock.agent.jobs import Job, Jobs
 from zflock.agent.link import ReplicationLink
 from zflock.agent.link_memory import LinkMemory
 from zflock.agent.locks import VolumeBusy, VolumeLocks
+from zflock.agent.peer_pool import PeerPool
 from zflock.agent.volumes import Volumes
 from zflock.cluster.config import AgentConfig, load_inventory
 from zflock.cluster.ownership import (
@@ -81,17 +82,18 @@ PAUSE_WAIT = 60.0
 RunLink = Callable[[Job, str, str], Awaitable[m.ReplicationReport]]
 
 
-def handlers_link(handlers: Handlers) -> RunLink:
+def handlers_link(handlers: Handlers, pool: PeerPool) -> RunLink:
     """One cycle of the link's service (agent/link.py), as `zflock replicate` runs it,
     starting from what the link's run before left of both copies when nothing else
-    touched the volume since (agent/link_memory.py); the caller holds the volume's
-    lock. The cycle reports its own events."""
+    touched the volume since (agent/link_memory.py), on the connection kept to the
+    peer (`pool`: agent/peer_pool.py); the caller holds the volume's lock. The cycle
+    reports its own events."""
     memory = LinkMemory(handlers.locks)
 
     async def run(job: Job, volume: str, target: str) -> m.ReplicationReport:
         peer = load_inventory(handlers.config.cluster).node(target)
         carried, taken = memory.recall(volume, target)
-        link = ReplicationLink(volume, peer, handlers.links, carried=carried)
+        link = ReplicationLink(volume, peer, handlers.links, carried=carried, pool=pool)
         try:
             result = await link.cycle(job=job)
         except BaseException:

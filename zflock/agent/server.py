@@ -32,6 +32,7 @@ from zflock.agent.locks import VolumeLocks
 from zflock.agent.metrics import Metrics, MetricsError, MetricsServer
 from zflock.agent.notify import sd_notify
 from zflock.agent.observing import ObservedRunner
+from zflock.agent.peer_pool import PeerPool
 from zflock.agent.rejoin import Rejoiner
 from zflock.agent.scheduler import Scheduler, handlers_link
 from zflock.agent.selffence import SelfFence
@@ -162,9 +163,11 @@ class Agent:
         self._ops["failover"] = failover.failover
         # Continuous replication (agent/scheduler.py): reloads its policies after
         # any operation that may change them.
+        # Its runs share one kept connection per peer (agent/peer_pool.py).
+        self.peer_pool = PeerPool(self.handlers.links.key)
         self.scheduler = Scheduler(
             config, self.handlers.volumes, self.locks, self.handlers.jobs,
-            handlers_link(self.handlers), self.observer,
+            handlers_link(self.handlers, self.peer_pool), self.observer,
         )  # fmt: skip
         self._ops["schedules"] = self.scheduler.schedules
         for op in ("set_policy", "promote_replica", "resolve_move", "failover"):
@@ -275,6 +278,7 @@ class Agent:
             if pending:
                 log.warning("cancelled %d operation(s) after the grace period", len(pending))
                 await asyncio.wait(pending, timeout=5)
+        await self.peer_pool.close()  # the scheduled runs that used it have ended
         if self._metrics_server is not None:
             await asyncio.to_thread(self._metrics_server.stop)
         log.info("stopped")

@@ -104,6 +104,7 @@ async def prune_after_sync(
     now: datetime,
     source: Source | None = None,
     replica_state: ReplicaInfo | None = None,
+    source_remembered: bool = False,
 ) -> PruneReport:
     """Prune `peer`'s replica and then the primary (see the module docstring).
 
@@ -116,6 +117,8 @@ async def prune_after_sync(
     from it: the replica decides again from its own listing and refuses a request
     for anything it keeps (so a wrong state keeps more, never less), and the
     primary then prunes itself from the replica's answer, never from this.
+    `source_remembered`: `source` was not read in this run (agent/link_memory.py); the
+    primary then reads itself again before it destroys anything.
     """
     if source is None:
         source = await primary.source()
@@ -163,6 +166,13 @@ async def prune_after_sync(
         if state.resume_to_guid is not None:
             protect[state.resume_to_guid] = f"the snapshot {target}'s resumable stream completes"
     decision = plan_retention(source.snapshots, rules.keep, now, peers, protect.keys())
+    if decision.destroy and source_remembered:
+        # Planned from a listing remembered from the run before: an operator's own `zfs
+        # destroy` since could make a bucket keep a snapshot that is gone and destroy
+        # the one left. So before anything goes, plan again from this copy as it is.
+        source = await primary.source()
+        names = {s.guid: s.name for s in source.snapshots}
+        decision = plan_retention(source.snapshots, rules.keep, now, peers, protect.keys())
     reasons = {**decision.protected, **protect}
     protected = {names[g]: why for g, why in reasons.items() if g in names}
     try:

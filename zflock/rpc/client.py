@@ -127,6 +127,10 @@ class AgentClient:
             reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
             raise NodeUnreachable(self.node.name, reason) from None
 
+    def is_open(self) -> bool:
+        """Connected, and asyncssh has not seen the connection end."""
+        return self._conn is not None and not self._conn.is_closed()
+
     async def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
