@@ -13,11 +13,17 @@ the one after catches up incrementally from the base they still share.
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncssh
 import pytest
 
 from tests.agentlab import AgentLab, wait_until
 from tests.move.test_link import log_size, ops_since
 from tests.replication.test_scheduler import guids, schedules
+from zflock.agent.peer_pool import PeerPool
+from zflock.cluster.config import load_inventory
+from zflock.rpc import messages as m
 
 pytestmark = pytest.mark.lab
 
@@ -97,3 +103,32 @@ def test_scheduled_runs_start_from_what_the_run_before_left(agent_lab: AgentLab)
     finally:
         assert lab.cli("replicate", volume, "--stop").returncode == 0
     assert lab.checksums("node1", volume) == lab.checksums("node2", volume)
+
+
+def test_a_failed_run_retires_its_connection_without_cutting_the_others(
+    agent_lab: AgentLab,
+) -> None:
+    """The pool (agent/peer_pool.py) against a real agent: runs to one peer share one
+    connection; one that fails retires it (the next run connects again) but the run
+    still using it goes on, and the connection is closed when that one is done."""
+    inventory = load_inventory(agent_lab.cluster_file)
+    assert inventory.identity is not None
+    key = asyncssh.read_private_key(str(inventory.identity))
+    node2 = inventory.node("node2")
+
+    async def go() -> None:
+        pool = PeerPool(lambda: key)
+        first, second = await pool.client(node2), await pool.client(node2)
+        assert first is second and len(pool) == 1
+        await pool.release(first, failed=True)  # one run failed...
+        await first.call("node_info", m.Empty())  # ...the other's calls still go through
+        third = await pool.client(node2)
+        assert third is not first  # the next run gets a new connection
+        await pool.release(second)
+        assert not first.is_open()  # closed once its last run let go
+        await pool.release(third)
+        assert third.is_open() and len(pool) == 1  # kept for the next run
+        await pool.close()
+        assert not third.is_open()
+
+    asyncio.run(go())

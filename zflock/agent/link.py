@@ -211,15 +211,15 @@ class ReplicationLink:
         self._known = self._replica_known = None
 
     async def close(self, *, failed: bool = False) -> None:
-        """Close the connection, or leave a kept one to the pool (dropped if `failed`)."""
+        """Close the connection, or hand a kept one back to the pool (retired if `failed`)."""
         self.forget()
         client, self._client, self._receiver = self._client, None, None
-        if client is not None and (self._pool is None or failed):
-            await self._drop(client)
+        if client is not None:
+            await self._drop(client, failed=failed)
 
-    async def _drop(self, client: AgentClient) -> None:
+    async def _drop(self, client: AgentClient, *, failed: bool = True) -> None:
         if self._pool is not None:
-            await self._pool.discard(client)
+            await self._pool.release(client, failed=failed)
         else:
             await client.close()
 
