@@ -43,8 +43,8 @@ async def run(locks: VolumeLocks, memory: LinkMemory, keep: Carried | None = CAR
               volume: str = "v", peer: str = "n2") -> Carried | None:  # fmt: skip
     """One scheduled run: take the lock, recall, (keep), release. What it recalled."""
     async with locks.hold(volume, "scheduled", wait=False):
-        carried, taken = memory.recall(volume, peer)
-        memory.keep(volume, peer, taken, keep)
+        carried, recall = memory.recall(volume, peer)
+        memory.keep(volume, peer, recall, keep)
     return carried
 
 
@@ -74,10 +74,10 @@ async def test_a_change_without_the_lock_voids_it_before_or_during_a_run() -> No
     locks.changed("v")  # a self-fence that could not wait for the lock
     assert await run(locks, memory) is None
     async with locks.hold("v", "scheduled", wait=False):  # changed while a run runs
-        carried, taken = memory.recall("v", "n2")
+        carried, recall = memory.recall("v", "n2")
         assert carried == CARRIED
         locks.changed("v")
-        memory.keep("v", "n2", taken, CARRIED)
+        memory.keep("v", "n2", recall, CARRIED)
     assert await run(locks, memory) is None
 
 
@@ -94,6 +94,20 @@ async def test_a_failed_run_old_age_and_other_volumes() -> None:
     assert await run(locks, memory) == CARRIED
     memory.forget("v", "n2")
     assert len(memory) == 0 and locks.taken("v") is None  # no longer counted
+
+
+async def test_runs_that_each_remember_still_read_whole_every_max_age() -> None:
+    """Each run starts from the one before, but the age that counts is since both
+    copies were last read whole: so an operator's own change is seen within MAX_AGE."""
+    locks, clock = VolumeLocks(), Clock()
+    memory = LinkMemory(locks, clock)
+    assert await run(locks, memory) is None  # reads whole
+    remembered = 0
+    while await run(locks, memory) == CARRIED and remembered < 100:
+        remembered += 1
+        clock.now += 30
+    assert remembered == int(MAX_AGE // 30) + 1, remembered
+    assert await run(locks, memory) == CARRIED  # it read whole: the count starts again
 
 
 async def test_two_targets_of_one_volume_void_each_other() -> None:

@@ -65,10 +65,18 @@ def after_prune(
 
 
 @dataclass(frozen=True)
+class Recall:
+    """What `recall` hands a run, to give back to `keep`."""
+
+    taken: int  # the volume lock's count when the run began
+    read_at: float  # when the state it starts from was last read whole (now, if it reads)
+
+
+@dataclass(frozen=True)
 class _Kept:
     carried: Carried
-    taken: int  # the volume lock's count when the run that left it began
-    at: float
+    taken: int
+    read_at: float
 
 
 class LinkMemory:
@@ -82,22 +90,24 @@ class LinkMemory:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def recall(self, volume: str, peer: str) -> tuple[Carried | None, int]:
+    def recall(self, volume: str, peer: str) -> tuple[Carried | None, Recall]:
         """For a run that holds the volume's lock now: what it may start from (None:
-        read both copies), and the lock's count to hand back to `keep`."""
+        read both copies), and what to hand back to `keep`. The age that counts is the
+        time since both copies were last read whole, not since the last run: runs that
+        each start from the one before would otherwise never read again."""
         kept = self._kept.pop((volume, peer), None)
-        taken = self.locks.watch(volume)
-        if kept is None or taken != kept.taken + 1 or self.clock() - kept.at > MAX_AGE:
-            return None, taken
-        return kept.carried, taken
+        taken, now = self.locks.watch(volume), self.clock()
+        if kept is None or taken != kept.taken + 1 or now - kept.read_at > MAX_AGE:
+            return None, Recall(taken, now)
+        return kept.carried, Recall(taken, kept.read_at)
 
-    def keep(self, volume: str, peer: str, taken: int, carried: Carried | None) -> None:
-        """What the run that began at lock count `taken` left (None: nothing to keep).
-        Kept only if nothing else took or changed the volume while it ran."""
-        if carried is None or self.locks.taken(volume) != taken:
+    def keep(self, volume: str, peer: str, recall: Recall, carried: Carried | None) -> None:
+        """What the run that `recall` began left (None: nothing to keep). Kept only if
+        nothing else took or changed the volume while it ran."""
+        if carried is None or self.locks.taken(volume) != recall.taken:
             self.forget(volume, peer)
             return
-        self._kept[(volume, peer)] = _Kept(carried, taken, self.clock())
+        self._kept[(volume, peer)] = _Kept(carried, recall.taken, recall.read_at)
 
     def forget(self, volume: str, peer: str) -> None:
         self._kept.pop((volume, peer), None)

@@ -92,14 +92,14 @@ def handlers_link(handlers: Handlers, pool: PeerPool) -> RunLink:
 
     async def run(job: Job, volume: str, target: str) -> m.ReplicationReport:
         peer = load_inventory(handlers.config.cluster).node(target)
-        carried, taken = memory.recall(volume, target)
+        carried, recall = memory.recall(volume, target)
         link = ReplicationLink(volume, peer, handlers.links, carried=carried, pool=pool)
         try:
             result = await link.cycle(job=job)
         except BaseException:
             memory.forget(volume, target)
             raise
-        memory.keep(volume, target, taken, result.carry)
+        memory.keep(volume, target, recall, result.carry)
         return replication_report(result, handlers.config.node)
 
     return run
