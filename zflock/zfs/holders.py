@@ -114,6 +114,8 @@ def holds(pid: int, device: int, *, writing: bool = False) -> bool:
         maps = Path(f"{proc}/maps").read_text()
     except (OSError, UnicodeDecodeError):
         return False
+    if f" {wanted} " not in maps:  # most processes map nothing of it: no line split
+        return False
     for line in maps.splitlines():
         fields = line.split(maxsplit=4)  # range, perms, offset, dev, inode...
         if fields[3:4] == [wanted] and (
