@@ -24,6 +24,7 @@ import pytest
 
 from tests.agentlab import AgentLab, agent_lab_session, patience, wait_until
 from tests.move.conftest import (
+    Holder,
     Writer,
     assert_copies,
     copy_state,
@@ -229,6 +230,18 @@ def test_a_writer_left_running_through_the_cutover_loses_nothing(
     assert_copies(lab, volume, "node2", 2, absent=("node3",))
 
 
+def refused_and_rolled_back(lab: AgentLab, volume: str, holder: Holder) -> None:
+    """A move of `volume` from node1 while `holder` still writes to it: refused at the
+    fence, naming the writer, and rolled back (the full state of every copy checked);
+    the holder's descriptor writes again after the rollback."""
+    r = move(lab, volume, "node2")
+    assert r.returncode == 1, r.stderr
+    assert "still open for writing after fencing, by " in r.stderr, r.stderr
+    assert "rolled back; the source is writable again" in r.stderr, r.stderr
+    assert_copies(lab, volume, "node1", 1, absent=("node3",))
+    assert holder.write("after the rollback") == "ok"
+
+
 def test_a_consumer_still_holding_a_file_makes_the_cutover_roll_back(lab3: AgentLab) -> None:
     """`readonly=on` does not stop a write through a descriptor opened before it (on
     zfs-fuse it succeeds, fsync and all: tests/zfs/test_contract.py), so a source that
@@ -239,12 +252,7 @@ def test_a_consumer_still_holding_a_file_makes_the_cutover_roll_back(lab3: Agent
     assert lab.cli("create", volume, "--on", "node1").returncode == 0
     path = f"/zflock/{volume}/held.log"
     with holding(lab, "node1", path) as holder, one_writable_copy(lab, volume):
-        r = move(lab, volume, "node2")
-        assert r.returncode == 1, r.stderr
-        assert "still open for writing after fencing, by " in r.stderr, r.stderr
-        assert "rolled back; the source is writable again" in r.stderr, r.stderr
-        assert_copies(lab, volume, "node1", 1, absent=("node3",))
-        assert holder.write("after the rollback") == "ok"
+        refused_and_rolled_back(lab, volume, holder)
     # Nothing holds it now: the same move succeeds, with every write on node2.
     with one_writable_copy(lab, volume):
         assert moved(lab, volume, "node2")["epoch"] == 2
@@ -268,12 +276,7 @@ def test_a_consumer_writing_through_another_mount_makes_the_cutover_roll_back(
     lab.sh("node1", f"mkdir -p {bind} && mount --bind /zflock/{volume} {bind}")
     try:
         with holding(lab, "node1", f"{bind}/held.log") as holder, one_writable_copy(lab, volume):
-            r = move(lab, volume, "node2")
-            assert r.returncode == 1, r.stderr
-            assert "still open for writing after fencing, by " in r.stderr, r.stderr
-            assert "rolled back; the source is writable again" in r.stderr, r.stderr
-            assert_copies(lab, volume, "node1", 1, absent=("node3",))
-            assert holder.write("after the rollback") == "ok"
+            refused_and_rolled_back(lab, volume, holder)
             lab.sh("node1", f"echo direct > /zflock/{volume}/direct.txt")
     finally:
         lab.sh("node1", f"umount {bind} && rmdir {bind}")  # the mount it made, by name

@@ -80,9 +80,10 @@ class CopyFencing:
         device = None if fences else await device_of(self.config.mountpoint(name))
         # After readonly=on no new open for writing succeeds: the writers found now are
         # all there will be, and once they are gone the copy is fenced (fence_time).
-        if device is not None and await holders(device, writing=True):
+        writers = [] if device is None else await holders(device, writing=True)
+        if device is not None and writers:
             if self._may_stop(name, "still open for writing"):
-                stopped = await stop(device, writing=True)
+                stopped = await stop(device, writers, writing=True)
                 log.error("fenced, but still open for writing (through its mount or another: "
                           "a container's bind mount?): stopped %s", describe(stopped),
                           extra={"volume": name})  # fmt: skip

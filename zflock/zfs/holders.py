@@ -169,12 +169,15 @@ async def holders_of(mountpoint: str) -> list[Holder]:
     return [] if device is None else await holders(device)
 
 
-async def stop(device: int, *, writing: bool = False) -> list[Holder]:
+async def stop(
+    device: int, found: list[Holder] | None = None, *, writing: bool = False
+) -> list[Holder]:
     """End every process holding `device` (for writing, with `writing`): SIGTERM, then
-    SIGKILL after TERM_GRACE. Returns those it signalled. Bounded: STOP_BOUND less the
-    unmount's retries."""
+    SIGKILL after TERM_GRACE. `found`: what the caller's own scan just found (else
+    scanned here); each is checked again before it is signalled. Returns those it
+    signalled. Bounded by STOP_BOUND (the scan, and both waits)."""
     pidfds: dict[int, Holder] = {}
-    for holder in await holders(device, writing=writing):
+    for holder in found if found is not None else await holders(device, writing=writing):
         if holder is UNKNOWN:
             continue
         try:
