@@ -210,6 +210,28 @@ def moved(lab: AgentLab, volume: str, to: str, *extra: str) -> dict[str, object]
     return report
 
 
+@contextmanager
+def throttled(veth: str, rate: str) -> Iterator[None]:
+    """Traffic into a node limited to `rate` (a tbf qdisc on the host's end of its link)."""
+    tc = ["tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "64kb",
+          "latency", "400ms"]  # fmt: skip
+    subprocess.run(tc, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], check=True)
+
+
+def zfs_diagnosis(lab: AgentLab, node: str) -> str:
+    """What a failed wait on a node's ZFS should show: its datasets and the machine's
+    `zfs` processes (state and kernel wait channel)."""
+    listing = lab.node_run(node, "zfs", "list", "-t", "all", "-o", "name,zflock:role,mounted,used")
+    ps = subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,wchan:24,args"],
+                        capture_output=True, text=True, timeout=10)  # fmt: skip
+    zfs = [line for line in ps.stdout.splitlines() if "zfs" in line]
+    return f"{node}'s datasets:\n{listing.stdout}{listing.stderr}zfs processes:\n" + "\n".join(zfs)
+
+
 def start_move(lab: AgentLab, volume: str, to: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "zflock", "move", volume, "--to", to, "--json", *extra],
