@@ -21,7 +21,15 @@ from zflock.lab import agents
 pytestmark = pytest.mark.lab
 
 
-def test_wrong_host_key_is_refused_and_nothing_changes(agent_lab: AgentLab, tmp_path: Path) -> None:
+# The CLI's two SSH clients (rpc/openssh.py, rpc/client.py) must refuse alike.
+CLIENTS = pytest.mark.parametrize("ssh", ["openssh", "asyncssh"])
+
+
+@CLIENTS
+def test_wrong_host_key_is_refused_and_nothing_changes(
+    agent_lab: AgentLab, tmp_path: Path, ssh: str
+) -> None:
+    env = {**agent_lab.env, "ZFLOCK_SSH": ssh}
     text = agent_lab.cluster_file.read_text()
     keys = [line for line in text.splitlines() if line.startswith("host_key")]
     # node1's entry gets node2's key: a man in the middle would look like this.
@@ -30,20 +38,22 @@ def test_wrong_host_key_is_refused_and_nothing_changes(agent_lab: AgentLab, tmp_
     bad = tmp_path / "cluster.toml"
     bad.write_text(swapped)
     before = agent_lab.zfs_state()
-    r = agent_lab.cli("create", "mitm", "--on", "node1", "--cluster", str(bad))
+    r = agent_lab.cli("create", "mitm", "--on", "node1", "--cluster", str(bad), env=env)
     assert r.returncode == 1
     assert "host key does not match" in r.stderr
     assert agent_lab.zfs_state() == before
-    nodes = agent_lab.cli("nodes", "--json", "--cluster", str(bad))
+    nodes = agent_lab.cli("nodes", "--json", "--cluster", str(bad), env=env)
     status = {n["node"]: n["status"] for n in json.loads(nodes.stdout)["nodes"]}
     assert status == {"node1": "down", "node2": "up", "node3": "up"}
 
 
-def test_unknown_client_key_is_rejected(agent_lab: AgentLab, tmp_path: Path) -> None:
+@CLIENTS
+def test_unknown_client_key_is_rejected(agent_lab: AgentLab, tmp_path: Path, ssh: str) -> None:
     key = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     before = agent_lab.zfs_state()
-    r = agent_lab.cli("create", "intruder", "--on", "node2", "--identity", str(key))
+    env = {**agent_lab.env, "ZFLOCK_SSH": ssh}
+    r = agent_lab.cli("create", "intruder", "--on", "node2", "--identity", str(key), env=env)
     assert r.returncode == 1
     assert "rejected" in r.stderr
     assert agent_lab.zfs_state() == before

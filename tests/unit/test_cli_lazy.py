@@ -31,3 +31,19 @@ def test_ls_does_not_import_the_agent_or_the_lab() -> None:
     assert "zflock.cli.volumes" in loaded
     for heavy in ("zflock.agent", "zflock.lab", "zflock.cli.lab", "zflock.cli.failover"):
         assert f"'{heavy}" not in loaded, loaded
+
+
+def test_the_zfs_package_loads_its_modules_on_first_use() -> None:
+    probe = (
+        "import sys\n"
+        "import zflock.zfs as z\n"
+        "from zflock.zfs.names import validate_component\n"
+        "print('zflock.zfs.client' in sys.modules)\n"
+        "assert set(z._EXPORTS) == set(z.__all__), set(z._EXPORTS) ^ set(z.__all__)\n"
+        "print(all(getattr(z, n) is getattr(sys.modules[m], n) for n, m in z._EXPORTS.items()))\n"
+        "print('zflock.zfs.client' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["False", "True", "True"]

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from zflock.rpc import codec
-from zflock.rpc.client import remote_error, request
 from zflock.rpc.errors import ProtocolError, RemoteError, RemoteUsageError
+from zflock.rpc.exchange import remote_error, request
 from zflock.rpc.framing import MAX_LINE, decode_line, encode_line
 from zflock.rpc.messages import CreateVolume, ListVolumes, NodeInfo, VolumeInfo, VolumeList
 

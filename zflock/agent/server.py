@@ -33,6 +33,7 @@ from zflock.agent.metrics import Metrics, MetricsError, MetricsServer
 from zflock.agent.notify import sd_notify
 from zflock.agent.observing import ObservedRunner
 from zflock.agent.peer_pool import PeerPool
+from zflock.agent.quickack import ack_quickly
 from zflock.agent.rejoin import Rejoiner
 from zflock.agent.scheduler import Scheduler, handlers_link
 from zflock.agent.selffence import SelfFence
@@ -118,6 +119,7 @@ def dump_tasks() -> None:
 class _SSHServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._peer = conn.get_extra_info("peername", ("?", 0))[0]
+        ack_quickly(conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -17,8 +17,11 @@ from zflock.cluster.config import Inventory, inventory_path, load_inventory
 from zflock.errors import UsageError
 from zflock.rpc import codec
 from zflock.rpc import messages as m
-from zflock.rpc.client import ClientIdentity
 from zflock.rpc.cluster import Cluster, NodeResult
+from zflock.rpc.openssh import OpenSSHIdentity, openssh_identity
+
+if TYPE_CHECKING:
+    import asyncssh
 
 T = TypeVar("T")
 
@@ -66,7 +69,19 @@ def load_cluster(cluster: Path | None, identity: Path | None, timeout: float = 1
         raise UsageError(
             f"no identity key: pass --identity or set `identity` in {inventory.source}"
         )
-    return Cluster(inventory, ClientIdentity(key_path).load(), timeout=timeout)
+    return Cluster(inventory, client_key(key_path), timeout=timeout)
+
+
+def client_key(path: Path) -> asyncssh.SSHKey | OpenSSHIdentity:
+    """How the CLI reaches the agents: through `ssh` (a quick command is mostly start-up,
+    and ssh starts in milliseconds where importing asyncssh takes 0.2 s) unless
+    $ZFLOCK_SSH says `asyncssh`, or ssh is missing or would not use the key."""
+    found = openssh_identity(path)
+    if isinstance(found, OpenSSHIdentity):
+        return found
+    from zflock.rpc.client import ClientIdentity  # loads asyncssh
+
+    return ClientIdentity(path).load()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

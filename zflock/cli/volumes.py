@@ -32,7 +32,7 @@ from zflock.rpc import messages as m
 from zflock.rpc.cluster import Cluster, NodeResult
 from zflock.rpc.schedule_messages import ScheduleInfo
 from zflock.units import format_age, format_bytes, parse_duration, parse_size
-from zflock.zfs import validate_component
+from zflock.zfs.names import validate_component
 
 
 def validate_volume(name: str) -> str:

@@ -11,7 +11,6 @@ trusted on first use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -21,26 +20,13 @@ import asyncssh
 
 from zflock.cluster.config import NodeEntry
 from zflock.errors import UsageError
-from zflock.rpc import codec
-from zflock.rpc.errors import (
-    HostKeyMismatch,
-    NodeUnreachable,
-    ProtocolError,
-    RemoteError,
-    RemoteUsageError,
-)
-from zflock.rpc.framing import PROTOCOL_VERSION, SUBSYSTEM, read_message, write_message
-from zflock.rpc.messages import OPERATIONS
+from zflock.rpc.errors import HOST_KEY_MISMATCH, KEY_REJECTED, HostKeyMismatch, NodeUnreachable
+from zflock.rpc.exchange import EventHandler, read_result, request
+from zflock.rpc.framing import SUBSYSTEM, write_message
+from zflock.rpc.openssh import CIPHERS
 
 T = TypeVar("T")
 
-# AES-GCM first: about twice chacha20's throughput in asyncssh (LAB.md).
-CIPHERS = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-)
 # Channel window and packet size, both ends (agents talk only to asyncssh).
 # asyncssh's defaults (2 MiB, 32 KiB) make the per-packet Python work the
 # bottleneck of a ZFS stream; larger packets cut it eightfold.
@@ -52,7 +38,6 @@ USERNAME = "zflock"
 # instead of hanging on a dead TCP connection.
 KEEPALIVE_INTERVAL = 5
 KEEPALIVE_COUNT = 3
-EventHandler = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -111,15 +96,9 @@ class AgentClient:
                 timeout=self._timeout,
             )
         except asyncssh.HostKeyNotVerifiable:
-            raise HostKeyMismatch(
-                self.node.name,
-                "host key does not match the inventory (refusing to talk to it; "
-                "check the inventory's host_key for this node)",
-            ) from None
+            raise HostKeyMismatch(self.node.name, HOST_KEY_MISMATCH) from None
         except asyncssh.PermissionDenied:
-            raise NodeUnreachable(
-                self.node.name, "our key was rejected (is it in the agent's authorized_keys?)"
-            ) from None
+            raise NodeUnreachable(self.node.name, KEY_REJECTED) from None
         except TimeoutError:
             reason = f"no answer within {self._timeout:.0f} s"
             raise NodeUnreachable(self.node.name, reason) from None
@@ -165,35 +144,5 @@ class AgentClient:
         process: asyncssh.SSHClientProcess[bytes],
         on_event: EventHandler | None = None,
     ) -> Any:
-        _, result_type = OPERATIONS[op]
-        while True:
-            try:
-                message = await read_message(process.stdout)
-            except (OSError, asyncssh.Error) as exc:
-                raise NodeUnreachable(self.node.name, f"connection lost: {exc}") from None
-            if message is None:
-                raise NodeUnreachable(self.node.name, f"agent closed the channel during {op}")
-            if "event" in message:
-                if on_event is not None and isinstance(message["event"], dict):
-                    on_event(message["event"])
-                continue
-            if "error" in message:
-                raise remote_error(self.node.name, message["error"])
-            if "result" in message:
-                return codec.decode(result_type, message["result"], f"{op} result")
-            raise ProtocolError(f"{self.node.name}: unexpected message during {op}")
-
-
-def request(op: str, args: Any) -> dict[str, Any]:
-    if op not in OPERATIONS:
-        raise ProtocolError(f"unknown operation {op!r}")
-    return {"zflock": PROTOCOL_VERSION, "op": op, "args": codec.encode(args)}
-
-
-def remote_error(node: str, error: Any) -> RemoteError:
-    if not isinstance(error, dict):
-        return RemoteError(node, "ProtocolError", "malformed error from agent")
-    kind = str(error.get("type", "Error"))
-    message = str(error.get("message", "unknown error"))
-    cls = RemoteUsageError if error.get("usage") else RemoteError
-    return cls(node, kind, message)
+        lost = (OSError, asyncssh.Error)
+        return await read_result(self.node.name, op, process.stdout, on_event, lost)

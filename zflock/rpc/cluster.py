@@ -13,14 +13,33 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import asyncssh
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zflock.cluster.config import Inventory
 from zflock.errors import ZflockError
-from zflock.rpc.client import AgentClient
 from zflock.rpc.errors import NodeUnreachable
+from zflock.rpc.exchange import EventHandler
+from zflock.rpc.openssh import OpenSSHClient, OpenSSHIdentity
+
+if TYPE_CHECKING:
+    import asyncssh
+
+
+class Client(Protocol):
+    """One node's agent: AgentClient (asyncssh) or OpenSSHClient (the CLI)."""
+
+    async def __aenter__(self) -> Client: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def call(self, op: str, args: Any, *, on_event: EventHandler | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -35,13 +54,25 @@ class NodeResult:
 
 
 class Cluster:
-    def __init__(self, inventory: Inventory, key: asyncssh.SSHKey, *, timeout: float = 10.0):
+    def __init__(
+        self,
+        inventory: Inventory,
+        key: asyncssh.SSHKey | OpenSSHIdentity,
+        *,
+        timeout: float = 10.0,
+    ):
         self.inventory = inventory
         self.key = key
         self.timeout = timeout
 
-    def client(self, node: str) -> AgentClient:
-        return AgentClient(self.inventory.node(node), self.key, timeout=self.timeout)
+    def client(self, node: str) -> Client:
+        entry = self.inventory.node(node)
+        if isinstance(self.key, OpenSSHIdentity):
+            return OpenSSHClient(entry, self.key, timeout=self.timeout)
+        # Imported here: a CLI that talks through `ssh` never loads asyncssh.
+        from zflock.rpc.client import AgentClient
+
+        return AgentClient(entry, self.key, timeout=self.timeout)
 
     async def call(self, node: str, op: str, args: Any, **kwargs: Any) -> Any:
         async with self.client(node) as client:

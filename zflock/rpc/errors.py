@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from zflock.errors import UsageError, ZflockError
 
+# Why a connection was refused, worded the same whichever SSH client met it.
+HOST_KEY_MISMATCH = (
+    "host key does not match the inventory (refusing to talk to it; "
+    "check the inventory's host_key for this node)"
+)
+KEY_REJECTED = "our key was rejected (is it in the agent's authorized_keys?)"
+
 
 class RpcError(ZflockError):
     """Talking to an agent failed."""

@@ -22,8 +22,9 @@ from zflock.replication.endpoint import (
 )
 from zflock.replication.model import ReplicaInfo
 from zflock.rpc import messages as m
-from zflock.rpc.client import AgentClient, request
+from zflock.rpc.client import AgentClient
 from zflock.rpc.errors import NodeUnreachable, RemoteError
+from zflock.rpc.exchange import request
 from zflock.rpc.framing import write_message
 from zflock.rpc.prune_messages import PruneReplica, ReplicaPruned
 
