@@ -10,7 +10,14 @@ import pytest
 from zflock.cluster.config import NodeEntry
 from zflock.errors import UsageError
 from zflock.rpc.errors import HOST_KEY_MISMATCH, KEY_REJECTED, HostKeyMismatch
-from zflock.rpc.openssh import known_hosts_line, openssh_problem, ssh_argv, unreachable
+from zflock.rpc.openssh import (
+    OpenSSHIdentity,
+    known_hosts_line,
+    openssh_identity,
+    openssh_problem,
+    ssh_argv,
+    unreachable,
+)
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKMN4t2TFe/DJ/BF1ICYf8LP5D0adMP370y7TVhUg3Kx"
 NODE = NodeEntry(name="node1", address="10.0.0.1", port=7744, host_key=f"{KEY} a comment")
@@ -98,3 +105,21 @@ def test_keys_ssh_would_refuse_are_named(tmp_path: Path) -> None:
     assert "ssh would read its spaces" in (openssh_problem(key) or "")
     with pytest.raises(UsageError, match="not found"):
         openssh_problem(tmp_path / "missing")
+
+
+def test_a_relative_key_path_reaches_ssh_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_key(tmp_path, "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n", 0o600)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZFLOCK_SSH", "openssh")
+    found = openssh_identity(Path("id"))
+    assert found == OpenSSHIdentity(tmp_path / "id")
+
+
+def test_the_choice_of_client_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZFLOCK_SSH", "asyncssh")
+    assert openssh_identity(Path("/nonexistent")) == "ZFLOCK_SSH=asyncssh"
+    monkeypatch.setenv("ZFLOCK_SSH", "rsh")
+    with pytest.raises(UsageError, match="ZFLOCK_SSH='rsh': expected one of"):
+        openssh_identity(Path("/nonexistent"))

@@ -78,7 +78,7 @@ def openssh_problem(key: Path) -> str | None:
         raise UsageError(f"identity key {key} not found") from None
     except OSError as exc:
         raise UsageError(f"cannot read identity key {key}: {exc.strerror}") from None
-    if not SAFE_PATH.fullmatch(str(key)):
+    if not SAFE_PATH.fullmatch(str(key.absolute())):
         return f"{key}: ssh would read its spaces, quotes, '%' or '~' as syntax"
     if mode & 0o077:
         return f"{key} can be read by other users (ssh requires mode 0600)"
@@ -101,7 +101,7 @@ def openssh_identity(key: Path) -> OpenSSHIdentity | str:
         return "ZFLOCK_SSH=asyncssh"
     problem = openssh_problem(key) if shutil.which("ssh") else "no `ssh` on PATH"
     if problem is None:
-        return OpenSSHIdentity(key)
+        return OpenSSHIdentity(key.absolute())  # ssh runs from our cwd, but be plain
     if choice == "openssh":
         raise UsageError(f"ZFLOCK_SSH=openssh, but {problem}")
     return problem
