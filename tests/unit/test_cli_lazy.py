@@ -24,10 +24,7 @@ def test_ls_does_not_import_the_agent_or_the_lab() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('zflock.agent', 'zflock.lab', "
         "'zflock.cli.'))))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-    loaded = out.strip().splitlines()[-1]
+    loaded = run_probe(probe).strip().splitlines()[-1]
     assert "zflock.cli.volumes" in loaded
     for heavy in ("zflock.agent", "zflock.lab", "zflock.cli.lab", "zflock.cli.failover"):
         assert f"'{heavy}" not in loaded, loaded
@@ -43,7 +40,11 @@ def test_the_zfs_package_loads_its_modules_on_first_use() -> None:
         "print(all(getattr(z, n) is getattr(sys.modules[m], n) for n, m in z._EXPORTS.items()))\n"
         "print('zflock.zfs.client' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
+    assert run_probe(probe).split() == ["False", "True", "True"]
+
+
+def run_probe(code: str) -> str:
+    """What `code` prints in a fresh interpreter (nothing imported beforehand)."""
+    return subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert out.split() == ["False", "True", "True"]

@@ -23,7 +23,7 @@ from zflock.errors import UsageError
 from zflock.rpc.errors import HOST_KEY_MISMATCH, KEY_REJECTED, HostKeyMismatch, NodeUnreachable
 from zflock.rpc.exchange import EventHandler, read_result, request
 from zflock.rpc.framing import SUBSYSTEM, write_message
-from zflock.rpc.openssh import CIPHERS
+from zflock.rpc.openssh import CIPHERS, KEEPALIVE_COUNT, KEEPALIVE_INTERVAL, USERNAME
 
 T = TypeVar("T")
 
@@ -32,12 +32,6 @@ T = TypeVar("T")
 # bottleneck of a ZFS stream; larger packets cut it eightfold.
 WINDOW = 4 << 20
 MAX_PACKET = 256 << 10
-USERNAME = "zflock"
-# A peer that stops answering (host down, link cut) is given up after about
-# INTERVAL * COUNT seconds, so an interrupted transfer fails and can be rerun
-# instead of hanging on a dead TCP connection.
-KEEPALIVE_INTERVAL = 5
-KEEPALIVE_COUNT = 3
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from zflock.rpc.errors import (
 from zflock.rpc.exchange import EventHandler, read_result, request
 from zflock.rpc.framing import MAX_LINE, SUBSYSTEM, encode_line
 
-USERNAME = "zflock"  # as rpc/client.py
+USERNAME = "zflock"  # both clients (rpc/client.py imports these from here)
 # Both clients offer these, in this order: the agents' end is asyncssh, where AES-GCM
 # runs at about twice chacha20's rate (LAB.md); OpenSSH would offer chacha20 first.
 CIPHERS = (
@@ -46,8 +46,11 @@ CIPHERS = (
     "chacha20-poly1305@openssh.com",
     "aes128-ctr",
 )
-# Keepalives as the agents' client: a peer silent for about 15 s is given up.
-SERVER_ALIVE = ("5", "3")
+# A peer that stops answering (host down, link cut) is given up after about
+# INTERVAL * COUNT seconds, so an interrupted call or transfer fails and can be
+# rerun instead of hanging on a dead TCP connection.
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_COUNT = 3
 # After the answer, `ssh` closes the channel and exits at once; a hung one is killed.
 END_WAIT = 5.0
 STDERR_KEPT = 16 << 10
@@ -144,8 +147,8 @@ def ssh_argv(node: NodeEntry, key: Path, known_hosts: Path, timeout: float) -> l
         "ControlMaster": "no",
         "ControlPath": "none",
         "ConnectTimeout": str(max(1, math.ceil(timeout))),  # the handshake too
-        "ServerAliveInterval": SERVER_ALIVE[0],
-        "ServerAliveCountMax": SERVER_ALIVE[1],
+        "ServerAliveInterval": str(KEEPALIVE_INTERVAL),
+        "ServerAliveCountMax": str(KEEPALIVE_COUNT),
         "Ciphers": ",".join(CIPHERS),
         "LogLevel": "ERROR",
         "Port": str(node.port),
