@@ -7,6 +7,7 @@ real in tests/zfs.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from zflock.zfs import (
     Runner,
     Unsupported,
     Zfs,
+    ZfsError,
     classify_error,
     receive_argv,
     send_argv,
@@ -166,6 +168,72 @@ async def test_set_runs_one_command_per_property_on_zfs_fuse() -> None:
     openzfs = Capabilities(**{**vars(FUSE), "implementation": "openzfs", "version": "2.1.11"})
     await Zfs(runner, capabilities=openzfs).set("p/a", {"zflock:epoch": "3", "zflock:role": "x"})
     assert runner.calls == [("zfs", "set", "zflock:epoch=3", "zflock:role=x", "p/a")]
+
+
+@dataclass(frozen=True)
+class OverlapRunner(Runner):
+    """Records when each command starts and ends; each takes a few loop turns, and one
+    named property fails, so concurrency and ordering are visible."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+    fail: str = ""
+
+    async def run(
+        self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True
+    ) -> Completed:
+        what = argv[2]
+        self.events.append(("start", what))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.events.append(("end", what))
+        if self.fail and what.startswith(self.fail):
+            raise classify_error(argv, 1, "cannot set property: permission denied\n")
+        return Completed(tuple(argv), 0, b"", b"")
+
+
+async def test_set_in_steps_on_zfs_fuse_overlaps_a_step_and_orders_the_steps() -> None:
+    runner = OverlapRunner()
+    zfs = Zfs(runner, capabilities=FUSE)
+    await zfs.set_in_steps("p/a", [{"zflock:by": "m/2"}, {"zflock:epoch": "2", "zflock:role": "p"}])
+    assert runner.events == [
+        ("start", "zflock:by=m/2"),
+        ("end", "zflock:by=m/2"),  # the first step has landed before the second starts
+        ("start", "zflock:epoch=2"),
+        ("start", "zflock:role=p"),  # started before the other one ended: at once
+        ("end", "zflock:epoch=2"),
+        ("end", "zflock:role=p"),
+    ]
+
+
+async def test_set_in_steps_is_one_command_on_openzfs() -> None:
+    runner = ScriptedRunner()
+    openzfs = Capabilities(**{**vars(FUSE), "implementation": "openzfs", "version": "2.1.11"})
+    await Zfs(runner, capabilities=openzfs).set_in_steps(
+        "p/a", [{"zflock:by": "m/2"}, {}, {"readonly": "off"}]
+    )
+    assert runner.calls == [("zfs", "set", "zflock:by=m/2", "readonly=off", "p/a")]
+
+
+async def test_a_failed_step_stops_the_steps_after_it_and_raises_its_error() -> None:
+    runner = OverlapRunner(fail="zflock:epoch")
+    zfs = Zfs(runner, capabilities=FUSE)
+    with pytest.raises(ZfsError, match="permission denied"):
+        await zfs.set_in_steps("p/a", [{"zflock:epoch": "2", "zflock:role": "p"}, {"x:y": "1"}])
+    # the failed step's other command still finished; the next step never started
+    assert ("end", "zflock:role=p") in runner.events
+    assert all(what != "x:y=1" for _, what in runner.events)
+
+
+async def test_write_at_once_sets_and_clears_together() -> None:
+    runner = OverlapRunner()
+    await Zfs(runner, capabilities=FUSE).write_at_once(
+        "p/a", {"zflock:epoch": "2"}, clear=["zflock:move", "zflock:stale"]
+    )
+    starts = [what for kind, what in runner.events[:3]]
+    assert starts == ["zflock:epoch=2", "zflock:move", "zflock:stale"]
+    assert [kind for kind, _ in runner.events[:3]] == ["start"] * 3
+    with pytest.raises(InvalidName):
+        await Zfs(ScriptedRunner(), capabilities=FUSE).write_at_once("p/a", {}, clear=["Bad!"])
 
 
 async def test_invalid_names_never_reach_the_runner() -> None:

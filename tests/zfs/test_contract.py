@@ -120,6 +120,25 @@ async def test_get_set_inherit_user_properties(zfs_node: ZfsNode, src_root: str)
     assert (await zfs.get(f"{src_root}/c", ["zflock:origin"]))["zflock:origin"] == "node1"
 
 
+async def test_writes_in_steps_and_at_once_land(zfs_node: ZfsNode, src_root: str) -> None:
+    """The promote's writes (several commands at once on zfs-fuse) all land."""
+    zfs = zfs_node.zfs
+    await zfs.set(src_root, {"zflock:move": "m", "zflock:stale": "s"})
+    await zfs.set_in_steps(
+        src_root,
+        [{"zflock:promoted-by": "m/2"}, {"zflock:epoch": "2", "zflock:role": "primary"}],
+    )
+    await zfs.write_at_once(
+        src_root, {"atime": "off", "zflock:x": "1"}, clear=["zflock:move", "zflock:stale"]
+    )
+    got = await zfs.get(src_root, ["zflock:promoted-by", "zflock:epoch", "zflock:role", "atime",
+                                   "zflock:x", "zflock:move", "zflock:stale"])  # fmt: skip
+    assert got == {
+        "zflock:promoted-by": "m/2", "zflock:epoch": "2", "zflock:role": "primary",
+        "atime": "off", "zflock:x": "1", "zflock:move": None, "zflock:stale": None,
+    }  # fmt: skip
+
+
 async def test_get_numbers_are_exact(zfs_node: ZfsNode, src_root: str) -> None:
     zfs = zfs_node.zfs
     await zfs.set(src_root, {"quota": "12345678"})

@@ -149,12 +149,12 @@ class ZfsDestination:
             # The point of no return. The policy is set in the same write (a promoted
             # copy never lacks the schedule its volume had: docs/replication.md), and
             # so are the epoch and role, which `_finish` would write next anyway: one
-            # atomic command on OpenZFS; on zfs-fuse one per property, in this order,
-            # so `promoted-by` still comes first.
-            by = PromotedBy(req.move_id, req.epoch)
-            written = {PROP_PROMOTED_BY: by.format(), **policy,
-                       PROP_EPOCH: str(req.epoch), PROP_ROLE: ROLE_PRIMARY}  # fmt: skip
-            await self.zfs.set(self.dataset, written)
+            # atomic command on OpenZFS; on zfs-fuse `promoted-by` first, then the rest
+            # at once (each is idempotent, and `resolve` finishes epoch and role).
+            by = {PROP_PROMOTED_BY: PromotedBy(req.move_id, req.epoch).format()}
+            rest = {**policy, PROP_EPOCH: str(req.epoch), PROP_ROLE: ROLE_PRIMARY}
+            await self.zfs.set_in_steps(self.dataset, [by, rest])
+            written = {**by, **rest}
             state = replace(
                 state, values={**state.values, **written}, local=state.local | set(written)
             )
@@ -195,29 +195,37 @@ class ZfsDestination:
 
         Only for a copy the fencing rule says is this move's primary: its epoch is at
         or below `epoch`, so this never lowers it. A move marker or stale label left
-        from this copy's own past as a source is history once it is the primary.
-        `state` is the copy as read at the start of this request, under the lock: a
-        value it shows set on the copy itself is not written again (a replica's
-        mountpoint is already this node's; a promotion finished after a crash has
-        its epoch). Only a local value counts: zfs-fuse reports `readonly` of a
-        mounted filesystem as the mount's (source `temporary`), not the property.
+        from this copy's own past as a source is history once it is the primary (and
+        goes before the copy is writable: no writable copy carries a label that says
+        it lost). `state` is the copy as read at the start of this request, under the
+        lock: a value it shows set on the copy itself is not written again (a
+        replica's mountpoint is already this node's; a promotion finished after a
+        crash has its epoch). Only a local value counts: zfs-fuse reports `readonly`
+        of a mounted filesystem as the mount's (source `temporary`), not the property.
+
+        The writable properties go at once (on zfs-fuse, where each is a command): a
+        crash between them may leave the copy `canmount=on` and read-only, which
+        zfs-fuse then mounts read-only when it starts; the `readonly=off` that
+        `resolve` writes next makes that mount writable (tried).
         """
         assert copy.epoch <= epoch, "the fencing rule never finishes a copy past the move"
         props = state.values
-        await self._set_changed(state, {PROP_EPOCH: str(epoch), PROP_ROLE: ROLE_PRIMARY})
-        for prop in (PROP_MOVE, PROP_STALE):
-            if props.get(prop) not in (None, "", "-"):
-                await self.zfs.inherit(self.dataset, prop)
-        await self._set_changed(state, {**_WRITABLE_PRIMARY, "mountpoint": self.mountpoint})
+        await self.zfs.write_at_once(
+            self.dataset,
+            self._changed(state, {PROP_EPOCH: str(epoch), PROP_ROLE: ROLE_PRIMARY}),
+            clear=[p for p in (PROP_MOVE, PROP_STALE) if props.get(p) not in (None, "", "-")],
+        )
+        await self.zfs.write_at_once(
+            self.dataset,
+            self._changed(state, {**_WRITABLE_PRIMARY, "mountpoint": self.mountpoint}),
+        )
         await self.zfs.mount(self.dataset)
         return state.snapshots[-1].name if state.snapshots else ""
 
-    async def _set_changed(self, read: DatasetState, wanted: dict[str, str]) -> None:
-        """Set those of `wanted` not set so on the copy itself in `read` (one write, as
-        Zfs.set makes it)."""
-        await self.zfs.set(
-            self.dataset, {p: v for p, v in wanted.items() if not read.is_local(p, v)}
-        )
+    @staticmethod
+    def _changed(read: DatasetState, wanted: dict[str, str]) -> dict[str, str]:
+        """Those of `wanted` not set so on the copy itself in `read`."""
+        return {p: v for p, v in wanted.items() if not read.is_local(p, v)}
 
     async def resolve(self, volume_id: str, move_id: str, epoch: int) -> Resolution:
         """The fencing rule's answer (decide_resolve), after finishing a promotion cut

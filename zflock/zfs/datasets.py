@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 
 from zflock.zfs.argv import validate_any_name, validate_properties
 from zflock.zfs.errors import DatasetNotFound
@@ -36,6 +37,52 @@ class DatasetOps(MountOps):
             return
         for pair in pairs:
             await self.runner.run(["zfs", "set", pair, name])
+
+    async def set_in_steps(self, name: str, steps: Sequence[Mapping[str, str]]) -> None:
+        """Set properties in steps: each step's properties land before the next step's
+        are written, and within a step the order does not matter.
+
+        OpenZFS: all of them in one command (atomic, which keeps every order). zfs-fuse:
+        the steps one after another, a step's properties at once, one command each.
+        (`write_at_once` says why and what a failure leaves.)"""
+        validate_any_name(name)
+        for step in steps:
+            validate_properties(step)
+        caps = await self.capabilities()
+        if caps.implementation == "openzfs":
+            await self.set(name, {k: v for step in steps for k, v in step.items()})
+            return
+        for step in steps:
+            await self.write_at_once(name, step)
+
+    async def write_at_once(
+        self, name: str, values: Mapping[str, str], clear: Sequence[str] = ()
+    ) -> None:
+        """Set `values` and clear (inherit) the properties in `clear`, with no order
+        among them: every command at once.
+
+        On zfs-fuse each `zfs set` or `zfs inherit` is a round trip to the daemon
+        (~8 ms, docs/benchmarks.md), and the daemon takes several at a time: four
+        sets in ~16 ms instead of ~30. OpenZFS: one `zfs set` of all the values,
+        beside the inherits. On a failure the other commands still finish (each is
+        bounded by the runner's timeout) and the first error is raised: a partial
+        write, as one `zfs set` per property can leave anyway, so callers write
+        only what is idempotent this way."""
+        validate_any_name(name)
+        validate_properties(values)
+        for prop in clear:
+            validate_property_name(prop)
+        caps = await self.capabilities()
+        if caps.implementation == "openzfs":
+            sets = [[f"{k}={v}" for k, v in values.items()]] if values else []
+        else:
+            sets = [[f"{k}={v}"] for k, v in values.items()]
+        argvs = [["zfs", "set", *pairs, name] for pairs in sets]
+        argvs += [["zfs", "inherit", prop, name] for prop in clear]
+        done = await asyncio.gather(*(self.runner.run(a) for a in argvs), return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
 
     async def inherit(self, name: str, prop: str) -> None:
         """Clear a local value (a user property becomes unset)."""
