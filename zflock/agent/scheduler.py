@@ -13,7 +13,9 @@ The links are reloaded from the volumes' properties (docs/design.md:
 the truth is in ZFS) when the agent starts, after an operation that may
 change them (`set_policy`, a move, a promotion: `reloading` wraps them),
 after any failed run, and every `RESCAN` seconds whatever happens (a move
-settled by recovery in the background, a property set by hand). A volume
+settled by recovery in the background, a property set by hand). The periodic
+rescan reads in the background, so the runs due meanwhile start on time; one
+asked for is read before any run starts. A volume
 that stops being primary here leaves the schedule; one that becomes
 primary here joins it.
 """
@@ -29,14 +31,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from zflock.agent.handlers import Handlers, replication_report
 from zflock.agent.jobs import Job, Jobs
-from zflock.agent.link import ReplicationLink
-from zflock.agent.link_memory import LinkMemory
 from zflock.agent.locks import VolumeBusy, VolumeLocks
-from zflock.agent.peer_pool import PeerPool
+from zflock.agent.scheduled_run import RunLink
 from zflock.agent.volumes import Volumes
-from zflock.cluster.config import AgentConfig, load_inventory
+from zflock.cluster.config import AgentConfig
 from zflock.cluster.ownership import (
     ROLE_PRIMARY,
     ZFLOCK_PROPERTIES,
@@ -77,32 +76,6 @@ BUSY_RETRY = 5.0
 # How long a move waits for a scheduled run of its volume to end before it goes
 # ahead anyway (and is refused as busy, as behind any other operation).
 PAUSE_WAIT = 60.0
-
-# One cycle of one link: (the job, volume, target) -> the run's report.
-RunLink = Callable[[Job, str, str], Awaitable[m.ReplicationReport]]
-
-
-def handlers_link(handlers: Handlers, pool: PeerPool) -> RunLink:
-    """One cycle of the link's service (agent/link.py), as `zflock replicate` runs it,
-    starting from what the link's run before left of both copies when nothing else
-    touched the volume since (agent/link_memory.py), on the connection kept to the
-    peer (`pool`: agent/peer_pool.py); the caller holds the volume's lock. The cycle
-    reports its own events."""
-    memory = LinkMemory(handlers.locks)
-
-    async def run(job: Job, volume: str, target: str) -> m.ReplicationReport:
-        peer = load_inventory(handlers.config.cluster).node(target)
-        carried, recall = memory.recall(volume, target)
-        link = ReplicationLink(volume, peer, handlers.links, carried=carried, pool=pool)
-        try:
-            result = await link.cycle(job=job)
-        except BaseException:
-            memory.forget(volume, target)
-            raise
-        memory.keep(volume, target, recall, result.carry)
-        return replication_report(result, handlers.config.node)
-
-    return run
 
 
 @dataclass
@@ -178,6 +151,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._reload = True
         self._next_rescan = 0.0
+        self._listing: asyncio.Task[list[Dataset] | None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -193,6 +167,7 @@ class Scheduler:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self._task, timeout=5)
         self._task = None
+        await self._drop_listing()
 
     def poke(self) -> None:
         """Reload the policies soon (something may have changed them)."""
@@ -253,8 +228,18 @@ class Scheduler:
         """Decide, start what is due, and wait until there is something to decide."""
         self._wake.clear()  # before deciding: a run ending from here on wakes the wait
         now = self.clock()
-        if self._reload or now >= self._next_rescan:
-            await self._load()
+        if self._reload:
+            # Something may have changed the policies (a move, a failed run): read
+            # them before starting anything, so no run starts from a stale link,
+            # nor from a listing begun before the change.
+            self._reload = False
+            await self._drop_listing()
+            await self._rescan(wait=True)
+            now = self.clock()
+        elif now >= self._next_rescan and self._listing is None:
+            await self._rescan(wait=False)  # nothing known changed: read meanwhile
+        if self._listing is not None and self._listing.done():
+            await self._rescan(wait=True)  # the listing is in: take it
             now = self.clock()
         for key in pick(self._candidates(), now, self.limit):
             await self._start(key, now)
@@ -263,7 +248,7 @@ class Scheduler:
         if wakeup is not None and wakeup > now:
             delay = min(delay, wakeup - now)
         # A link already due but not started waits for room: a run ending (or a
-        # pause lifted) sets _wake; polling for it would be a hot loop.
+        # pause lifted, or a listing done) sets _wake; polling would be a hot loop.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(delay, 0.05))
 
@@ -274,20 +259,45 @@ class Scheduler:
             if link.running or link.volume not in self._paused
         ]  # fmt: skip
 
-    async def _load(self) -> None:
-        self._reload = False
-        self._next_rescan = self.clock() + RESCAN
-        root = self.config.pool_root
+    async def _rescan(self, *, wait: bool) -> None:
+        """Read the policies (one listing of the copies) and reconcile the links.
+
+        `wait`: take the listing now (one already under way, or a new one). Else
+        start it in the background and go on: the periodic rescan, when nothing
+        asked for it, must not hold up the runs due meanwhile (on zfs-fuse a
+        listing of a few hundred copies takes a good part of a second on a busy
+        node, and every run due then started that much late)."""
+        if self._listing is None:
+            self._next_rescan = self.clock() + RESCAN
+            self._listing = asyncio.get_running_loop().create_task(self._list())
+            self._listing.add_done_callback(lambda _: self._wake.set())
+        if not wait:
+            return
+        listing, self._listing = self._listing, None
+        listed = await listing
+        if listed is not None:
+            self._load(listed)
+
+    async def _drop_listing(self) -> None:
+        listing, self._listing = self._listing, None
+        if listing is not None:
+            listing.cancel()  # its `zfs list` is killed and reaped (zfs.runner)
+            with contextlib.suppress(asyncio.CancelledError):
+                await listing
+
+    async def _list(self) -> list[Dataset] | None:
         try:
             # The copies only, not their snapshots (depth 1): a rescan every RESCAN
-            # seconds must not cost more as each copy's history grows. It holds up
-            # the loop, so it is also what keeps runs from starting late.
-            listed = await self.volumes.zfs.list_datasets(
-                root, SCHEDULE_PROPERTIES, recursive=True, depth=1
+            # seconds must not cost more as each copy's history grows.
+            return await self.volumes.zfs.list_datasets(
+                self.config.pool_root, SCHEDULE_PROPERTIES, recursive=True, depth=1
             )
         except Exception as exc:  # ZFS busy or slow: keep the links, try at the next rescan
             log.warning("cannot read the replication policies: %s", exc)
-            return
+            return None
+
+    def _load(self, listed: Sequence[Dataset]) -> None:
+        root = self.config.pool_root
         policies = scheduled_policies(root, listed)
         now = self.clock()
         links: dict[LinkKey, Link] = {}

@@ -35,7 +35,8 @@ from zflock.agent.observing import ObservedRunner
 from zflock.agent.peer_pool import PeerPool
 from zflock.agent.quickack import ack_quickly
 from zflock.agent.rejoin import Rejoiner
-from zflock.agent.scheduler import Scheduler, handlers_link
+from zflock.agent.scheduled_run import handlers_link
+from zflock.agent.scheduler import Scheduler
 from zflock.agent.selffence import SelfFence
 from zflock.cluster.config import AgentConfig
 from zflock.errors import UsageError, ZflockError
