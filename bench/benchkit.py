@@ -104,15 +104,17 @@ def proc_rss_mb(pid: int) -> float:
 class Lab:
     """A local lab of `nodes` nodes, brought up and torn down by its name."""
 
-    def __init__(self, name: str, nodes: int = 2) -> None:
+    def __init__(self, name: str, nodes: int = 2, arc_size: str | None = None) -> None:
         self.name = name
         self.nodes = nodes
+        self.arc_size = arc_size  # each zfs-fuse's ARC cap (`lab up --arc-size`); None: its own
         self.state: Any = None
         self.env: dict[str, str] = {}
 
     def up(self) -> None:
+        arc = ["--arc-size", self.arc_size] if self.arc_size else []
         run([*zflock_argv(), "lab", "up", "--nodes", str(self.nodes), "--name", self.name,
-             "--pool-size", "1024M"])  # fmt: skip
+             "--pool-size", "1024M", *arc])  # fmt: skip
         from zflock.lab import load_state
         from zflock.lab.agents import cluster_file
 

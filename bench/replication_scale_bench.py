@@ -3,9 +3,10 @@ kept replicated at once, with what it costs each node.
 
     sudo .venv/bin/python bench/replication_scale_bench.py [--volumes 300] [--every 30]
         [--duration 600] [--sample 15] [--data-kib 64] [--keep RULES] [--keep-replica RULES]
-        [--out docs/benchmarks.md] [--keep-lab]
+        [--arc-size 1G] [--out docs/benchmarks.md] [--keep-lab]
 
-It brings up its own 3-node lab (zfs-fuse, a unique name) and always takes it down:
+It brings up its own 3-node lab (zfs-fuse, a unique name; each daemon's ARC capped at
+--arc-size, `none` for zfs-fuse's own default) and always takes it down:
 
 1. creates --volumes volumes, spread over the nodes in turn, through the agents'
    `create_volume` RPC (scale_bench.create_volumes), and writes --data-kib of random
@@ -114,6 +115,7 @@ class Result:
     lag_every: float
     keep: str
     keep_replica: str
+    arc_size: str | None = None
     placed: dict[str, str] = field(default_factory=dict)  # volume -> primary's node
     warmup_s: float = 0.0
     warmup_late: list[float] = field(default_factory=list)
@@ -209,7 +211,9 @@ def render(r: Result, argv: Sequence[str]) -> str:
         "## Continuous replication at scale",
         "",
         f"`bench/replication_scale_bench.py {' '.join(argv)}` (issue 11, third target), "
-        f"{r.machine.get('date', '?')}. A fresh 3-node lab (zfs-fuse); {r.volumes} volumes "
+        f"{r.machine.get('date', '?')}. A fresh 3-node lab (zfs-fuse, "
+        f"{f'ARC capped at {r.arc_size}' if r.arc_size else 'its default ARC'}); "
+        f"{r.volumes} volumes "
         f"(about {per_node} per node, each with {r.data_kib} KiB of data) created through "
         f"the agents' `create_volume` RPC; each given one replica on the next node with "
         f"`--every {r.every:g}s` through the primaries' `set_policy` RPC; keep rules "
@@ -567,6 +571,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-replica", default=None, help="replica's (agent.toml default)")
     p.add_argument("--warmup-timeout", type=float, default=1200.0)
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"))
+    p.add_argument(
+        "--arc-size",
+        default="1G",
+        help="each zfs-fuse's ARC cap (`zflock lab up --arc-size`); 'none': zfs-fuse's own",
+    )
     p.add_argument("--keep-lab", action="store_true")
     args = p.parse_args(argv)
     if args.volumes < 3 or args.every < 1 or args.duration < 0 or args.sample < 1:
@@ -577,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     r = Result(volumes=args.volumes, every=args.every, duration=args.duration,
                data_kib=args.data_kib, lag_every=args.lag_every, keep="",
                keep_replica="")  # fmt: skip
-    lab = Lab(f"rs{secrets.token_hex(3)}", nodes=3)
+    arc = None if args.arc_size.lower() == "none" else args.arc_size
+    r.arc_size = arc
+    lab = Lab(f"rs{secrets.token_hex(3)}", nodes=3, arc_size=arc)
     load_at_start = load_average()
     try:
         log(f"lab {lab.name}: 3 nodes")

@@ -182,6 +182,8 @@ def test_a_dead_sshd_shows_in_status_and_blocks_up(needs_lab: None, lab_name: st
         (["--nodes", "0"], "invalid node count 0: must be between 1 and 16"),
         (["--nodes", "50"], "invalid node count 50: must be between 1 and 16"),
         (["--pool-size", "12"], "invalid pool size '12'"),
+        (["--arc-size", "99G"], "invalid ARC size '99G': between 16M and 16G"),
+        (["--arc-size", "lots"], "invalid ARC size 'lots'"),
     ],
 )
 def test_bad_input_is_a_usage_error_and_creates_nothing(
@@ -197,6 +199,27 @@ def test_bad_input_is_a_usage_error_and_creates_nothing(
         lab_name, DEFAULT_ROOT / lab_name
     )
     assert not (DEFAULT_ROOT / f"{lab_name}.json").exists()
+
+
+def test_the_arc_size_reaches_every_zfs_fuse_and_the_state_file(
+    needs_lab: None, lab_name: str
+) -> None:
+    before = Machine.now()
+    r = zflock("lab", "up", "--nodes", "2", "--name", lab_name, "--pool-size", "128M",
+               "--arc-size", "256M")  # fmt: skip
+    state = labapi.find_state(lab_name)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert state is not None and state.arc_size == 256 << 20
+        for node in state.nodes.values():
+            pid = node.processes["zfs-fuse"].pid
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert argv[0].endswith(b"zfs-fuse"), argv
+            assert b"--max-arc-size" in argv and argv[argv.index(b"--max-arc-size") + 1] == b"256"
+    finally:
+        assert labapi.down(lab_name) is True
+    if state is not None:
+        assert_gone(lab_name, state, before)
 
 
 def test_down_and_status_of_a_lab_that_is_not_up(lab_name: str) -> None:

@@ -90,3 +90,23 @@ async def test_a_waiter_keeps_the_entry_while_the_holder_leaves() -> None:
 
     await asyncio.gather(*(op() for _ in range(100)))
     assert most == 1 and len(locks) == 0
+
+
+async def test_a_bounded_wait_gets_the_lock_or_says_busy_and_leaves_no_entry() -> None:
+    """A failover waits (bounded) for the old primary's cut stream to give the lock up."""
+    locks = VolumeLocks()
+    await locks.acquire("web", "receive", wait=False)
+    with pytest.raises(VolumeBusy, match="busy with another operation \\(receive\\)"):
+        await locks.acquire("web", "failover", wait=True, within=0.05)
+    assert locks.holder("web") == "receive"  # still the receive's, and no waiter left
+    assert len(locks) == 1
+
+    async def release_soon() -> None:
+        await asyncio.sleep(0.02)
+        locks.release("web")
+
+    releasing = asyncio.create_task(release_soon())
+    async with locks.hold("web", "failover", wait=True, within=10):
+        assert locks.holder("web") == "failover"
+    await releasing
+    assert len(locks) == 0

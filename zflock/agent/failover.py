@@ -44,6 +44,7 @@ from zflock.replication.schedule import StoredPolicy, policy_after_failover
 from zflock.rpc import messages as m
 from zflock.rpc.cluster import Cluster
 from zflock.rpc.failover_messages import FailoverPolicy, FailoverReport, FailoverRequest
+from zflock.rpc.openssh import KEEPALIVE_COUNT, KEEPALIVE_INTERVAL
 from zflock.rpc.selffence_messages import LeaseStatus
 from zflock.units import format_duration
 from zflock.zfs import Zfs, validate_component
@@ -55,6 +56,12 @@ log = logging.getLogger("zflock.agent.failover")
 # Short is safe: a node wrongly counted unreachable was heard from moments ago by the
 # others' pings, which refuses the failover (move/failover.py, check 5).
 ASK_SECONDS = 5.0
+# What an old primary's requests hold a replica's lock for (agent/handlers.py,
+# agent/prune_replica.py), and how long such a request outlives a dead primary:
+# the agents' keepalive (rpc/openssh.py) gives a silent connection up after
+# KEEPALIVE_COUNT unanswered probes, one every KEEPALIVE_INTERVAL, plus one more.
+FROM_PRIMARY = frozenset({"receive", "prune replica", "store the policy copy"})
+PRIMARY_GONE = KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1)
 
 
 class FailoverRefused(ZflockError):
@@ -279,7 +286,11 @@ class Failover:
                 "(--post-hook); set allow_client_hooks = true in its agent.toml"
             )
         started = time.monotonic()
-        async with self.locks.hold(name, "failover", wait=False):
+        # The old primary's last stream (or prune) may still hold the replica's lock:
+        # cut by the primary's death, it ends when the keepalive gives it up. Wait
+        # that long for it rather than refuse; anything else here is refused at once.
+        from_primary = self.locks.holder(name) in FROM_PRIMARY
+        async with self.locks.hold(name, "failover", wait=from_primary, within=PRIMARY_GONE):
             cluster, inventory = self._cluster()
             got = await gather(cluster, name, inventory)
             plan = rule.decide(got.situation, to=self.config.node, force=args.force)

@@ -70,16 +70,24 @@ class VolumeLocks:
         entry = self._entries.get(volume)
         return entry.holder if entry else None
 
-    async def acquire(self, volume: str, operation: str, *, wait: bool) -> None:
-        """Take the volume's lock for a job that outlives the request (release() when done)."""
+    async def acquire(
+        self, volume: str, operation: str, *, wait: bool, within: float | None = None
+    ) -> None:
+        """Take the volume's lock for a job that outlives the request (release() when done).
+        With `wait`, for at most `within` seconds (None: as long as it takes), then
+        VolumeBusy as without `wait`."""
         entry = self._entries.setdefault(volume, _Entry())
         if entry.lock.locked() and not wait:
             raise VolumeBusy(volume, entry.holder or "unknown")
         entry.users += 1
+        holder = entry.holder
         try:
-            await entry.lock.acquire()
-        except BaseException:  # cancelled while waiting: no longer a user
+            async with asyncio.timeout(within):
+                await entry.lock.acquire()
+        except BaseException as exc:  # cancelled or out of time while waiting: no longer a user
             self._leave(volume, entry)
+            if isinstance(exc, TimeoutError):
+                raise VolumeBusy(volume, entry.holder or holder or "unknown") from None
             raise
         entry.holder = operation
         if volume in self._taken:
@@ -97,8 +105,10 @@ class VolumeLocks:
             del self._entries[volume]
 
     @asynccontextmanager
-    async def hold(self, volume: str, operation: str, *, wait: bool) -> AsyncIterator[None]:
-        await self.acquire(volume, operation, wait=wait)
+    async def hold(
+        self, volume: str, operation: str, *, wait: bool, within: float | None = None
+    ) -> AsyncIterator[None]:
+        await self.acquire(volume, operation, wait=wait, within=within)
         try:
             yield
         finally:

@@ -68,7 +68,14 @@ def _human(n: int) -> str:
     show_default=True,
     help="Size of each node's sparse pool file, e.g. 256M, 1G.",
 )
-def up_command(nodes: int, name: str, pool_size: str) -> None:
+@click.option(
+    "--arc-size",
+    default=None,
+    help="Cap of each node's zfs-fuse ARC, e.g. 512M, 1G (zfs-fuse's --max-arc-size). "
+    "Default: zfs-fuse's own, which caches little of a pool with hundreds of "
+    "volumes and thousands of snapshots. zfs-fuse labs only.",
+)
+def up_command(nodes: int, name: str, pool_size: str, arc_size: str | None) -> None:
     """Bring a lab up, or show how to use it if it is already up.
 
     Fails with one line if this machine lacks root, zfs-fuse, sshd or
@@ -84,6 +91,14 @@ def up_command(nodes: int, name: str, pool_size: str) -> None:
     validate_lab_name(name)
     validate_node_count(nodes)
     size = parse_size(pool_size)
+    arc = None
+    if arc_size is not None:
+        from zflock.lab.backend import lab_backend
+        from zflock.lab.lab_up import validate_arc_size
+        from zflock.units import parse_size as parse_amount
+
+        arc = parse_amount(arc_size, "ARC size")
+        validate_arc_size(arc, lab_backend(None), arc_size)
     preflight()
     already = find_state(name)
     started = time.monotonic()
@@ -91,6 +106,7 @@ def up_command(nodes: int, name: str, pool_size: str) -> None:
         name,
         nodes,
         pool_size=size,
+        arc_size=arc,
         progress=lambda line: click.echo(f"lab {name}: {line}", err=True),
     )
     if already is not None:

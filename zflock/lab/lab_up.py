@@ -64,19 +64,23 @@ def up(
     root: Path | None = None,
     progress: Progress = _quiet,
     zfs: str | None = None,
+    arc_size: int | None = None,
 ) -> LabState:
     """Bring lab `name` up with `nodes` nodes, or return it if it is already up.
 
     Idempotent: a lab that is up with the same node count is returned as is.
     A lab that is up with another node count, or partly broken, raises (take
     it down first): `up` never destroys pools on its own. `zfs` picks the
-    backend ("fuse" or "native"; default $ZFLOCK_LAB_ZFS, else "fuse").
+    backend ("fuse" or "native"; default $ZFLOCK_LAB_ZFS, else "fuse"). `arc_size` caps
+    each zfs-fuse daemon's ARC (bytes; None: zfs-fuse's own default).
     """
     backend = lab_backend(zfs)
     validate_lab_name(name)
     validate_node_count(nodes)
     if pool_size < MIN_POOL_SIZE:
         raise UsageError(f"invalid pool size {pool_size}: at least {MIN_POOL_SIZE >> 20} MiB")
+    if arc_size is not None:
+        validate_arc_size(arc_size, backend)
     preflight(backend)
     root = lab_root(root)
     with lab_lock():
@@ -85,6 +89,7 @@ def up(
             return _existing(existing, nodes)
         plan = _plan(name, nodes, root=root, pool_size=pool_size)
         state = LabState.from_plan(plan, backend)
+        state.arc_size = arc_size
         _check_conflicts(plan, state)
         save_state(state)
         try:
@@ -102,6 +107,16 @@ def up(
         state.complete = True
         save_state(state)
         return state
+
+
+def validate_arc_size(arc_size: int, backend: str, given: str | None = None) -> None:
+    """zfs-fuse takes 16 MiB to 16 GiB (`--max-arc-size`, whole MiB); kernel ZFS's ARC
+    is the host's, not the lab's."""
+    if backend != FUSE:
+        raise UsageError("--arc-size is for zfs-fuse labs; kernel ZFS's ARC is the host's")
+    if not 16 << 20 <= arc_size <= 16 << 30:
+        shown = repr(given) if given is not None else f"{arc_size} bytes"
+        raise UsageError(f"invalid ARC size {shown}: between 16M and 16G")
 
 
 def _existing(state: LabState, nodes: int) -> LabState:
@@ -220,6 +235,7 @@ def _start_daemons(state: LabState) -> None:
             # The agent mounts volumes under /zflock: give each node its own,
             # so nothing a node mounts or writes there reaches the host.
             extra_binds=((node.mount_root_dir, state.mount_root),),
+            max_arc_mb=None if state.arc_size is None else state.arc_size >> 20,
         )
         node.processes["zfs-fuse"] = procs.record(daemon.pid)
         node.mnt_ns_inode = procs.namespace_inode(f"/proc/{daemon.pid}/ns/mnt")

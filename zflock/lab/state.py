@@ -158,6 +158,7 @@ class LabState:
     mount_root: str = MOUNT_ROOT
     complete: bool = False  # set when `up` finished every step
     backend: str = "fuse"  # zflock.lab.backend: "fuse" or "native"
+    arc_size: int | None = None  # zfs-fuse's ARC cap per node, bytes (None: its own)
     # Interfaces on the host that this lab created (bridge, host veth ends),
     # recorded before creation.
     links: list[str] = field(default_factory=list)
@@ -235,6 +236,7 @@ class LabState:
             "pool_root": self.pool_root,
             "mount_root": self.mount_root,
             "pool_size": self.pool_size,
+            "arc_size": self.arc_size,
             "operator_key": str(self.operator_key),
             "known_hosts": str(self.known_hosts),
             "ssh_config": str(self.ssh_config),
@@ -265,6 +267,7 @@ class LabState:
             pool_root=data.get("pool_root", POOL_ROOT),
             mount_root=data.get("mount_root", MOUNT_ROOT),
             pool_size=int(data["pool_size"]),
+            arc_size=None if data.get("arc_size") is None else int(data["arc_size"]),
             links=list(data.get("links", [])),
             netns=list(data.get("netns", [])),
             nodes={name: NodeState.from_json(n) for name, n in data["nodes"].items()},

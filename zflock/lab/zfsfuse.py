@@ -59,12 +59,15 @@ def start_zfs_fuse(
     netns: str | None = None,
     extra_binds: tuple[tuple[Path, str], ...] = (),
     timeout: float = 15.0,
+    max_arc_mb: int | None = None,
 ) -> ZfsFuseDaemon:
     """Start zfs-fuse in a new private mount namespace (inside `netns` if given).
 
     `extra_binds` are (host directory, path inside) pairs, e.g. a private
     directory over the volumes' mount root so mounts never touch the host's
-    directory tree.
+    directory tree. `max_arc_mb` caps the daemon's ARC (its `--max-arc-size`; None:
+    zfs-fuse's default, which holds little of a pool with hundreds of datasets and
+    thousands of snapshots: docs/benchmarks.md, "Continuous replication at scale").
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     binds: list[str] = []
@@ -82,6 +85,7 @@ def start_zfs_fuse(
         "unshare", "-m", "--propagation", "private", "--",
         sys.executable, "-m", "zflock.lab.nodeinit", *binds, "--",
         "zfs-fuse", "--no-daemon", "--no-kstat-mount",
+        *(["--max-arc-size", str(max_arc_mb)] if max_arc_mb is not None else []),
     ]  # fmt: skip
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
