@@ -30,6 +30,19 @@ def test_ls_does_not_import_the_agent_or_the_lab() -> None:
         assert f"'{heavy}" not in loaded, loaded
 
 
+def test_the_agent_command_does_not_load_rich() -> None:
+    """rich is the CLI's, for tables and progress: ~2 MB of an agent's idle RSS, whose
+    target (< 60 MB at 1000 volumes) it would otherwise eat."""
+    probe = (
+        "import sys\n"
+        "from zflock.cli.app import app\n"
+        "app(['agent', '--help'], standalone_mode=False)\n"
+        "import zflock.agent.main\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'))\n"
+    )
+    assert run_probe(probe).strip().splitlines()[-1] == "[]"
+
+
 def test_the_zfs_package_loads_its_modules_on_first_use() -> None:
     probe = (
         "import sys\n"

@@ -15,7 +15,6 @@ import importlib
 import sys
 
 import click
-from rich.console import Console
 
 from zflock import __version__
 from zflock.errors import UsageError, ZflockError
@@ -82,7 +81,11 @@ def app() -> None:
     pass
 
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+def _say(line: str) -> None:
+    """One line on stderr, as given. Plain click, not rich: this module is loaded by
+    every command, the agent among them (`zflock agent`), and rich alone is ~2 MB of
+    the agent's resident memory (docs/benchmarks.md, "Control operations at scale")."""
+    click.echo(line, err=True)
 
 
 def _register() -> None:
@@ -100,18 +103,18 @@ def main() -> None:
         sys.exit(0)
     except click.exceptions.UsageError as exc:
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-        err_console.print(f"zflock: error: {exc.format_message()}{where}", markup=False)
+        _say(f"zflock: error: {exc.format_message()}{where}")
         sys.exit(2)
     except click.exceptions.Abort:
-        err_console.print("zflock: aborted", markup=False)
+        _say("zflock: aborted")
         sys.exit(1)
     except UsageError as exc:
-        err_console.print(f"zflock: error: {exc}", markup=False)
+        _say(f"zflock: error: {exc}")
         sys.exit(2)
     except ZflockError as exc:
-        err_console.print(f"zflock: error: {exc}", markup=False)
+        _say(f"zflock: error: {exc}")
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("zflock: interrupted", markup=False)
+        _say("zflock: interrupted")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
