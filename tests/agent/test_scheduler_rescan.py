@@ -100,3 +100,33 @@ async def test_a_rescan_asked_for_is_read_before_any_run_starts(
         await scheduler.stop()
     assert len(during) >= 5, during
     assert not any(during), during
+
+
+async def test_stopping_while_a_listing_is_dropped_stops(
+    zfs_node: ZfsNode, src_root: str, tmp_path: Path
+) -> None:
+    """A cancellation of the scheduler that arrives while it waits for a dropped
+    listing to end (its `zfs get` being killed and reaped) is not swallowed: CI caught
+    stop() waiting its 5 s out there once."""
+    during: list[bool] = []
+    scheduler = await scheduler_over_slow_listing(zfs_node, src_root, tmp_path, during)
+    cleaning = asyncio.Event()
+
+    async def listing_that_cleans_up_slowly() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cleaning.set()
+            await asyncio.shield(asyncio.sleep(0.5))  # as kill_and_reap's shielded wait
+            raise
+
+    listing = asyncio.create_task(listing_that_cleans_up_slowly())
+    await asyncio.sleep(0)
+    scheduler._listing = listing  # type: ignore[assignment]
+    dropping = asyncio.create_task(scheduler._drop_listing())
+    await asyncio.wait_for(cleaning.wait(), timeout=5)
+    dropping.cancel()
+    await asyncio.wait([dropping], timeout=5)
+    assert dropping.done() and dropping.cancelled()  # before the listing's cleanup ended
+    assert not listing.done()
+    await asyncio.wait([listing], timeout=5)

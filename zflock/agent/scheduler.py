@@ -281,9 +281,11 @@ class Scheduler:
     async def _drop_listing(self) -> None:
         listing, self._listing = self._listing, None
         if listing is not None:
-            listing.cancel()  # its `zfs list` is killed and reaped (zfs.runner)
-            with contextlib.suppress(asyncio.CancelledError):
-                await listing
+            listing.cancel()  # its `zfs get` is killed and reaped (zfs.runner)
+            # Waited for without awaiting it: `await listing` would raise its
+            # CancelledError here, and suppressing that would also swallow a
+            # cancellation of this task itself (stop() then waited its 5 s out).
+            await asyncio.wait([listing])
 
     async def _list(self) -> list[Dataset] | None:
         try:
