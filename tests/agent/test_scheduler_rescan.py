@@ -10,6 +10,7 @@ it started. What runs is the scheduler's own seam (`run_link`), not a fake ZFS.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,14 @@ from zflock.zfs import Runner, Zfs
 
 # Before the rescan's listing (the only `zfs get` with `-d` here): a second's sleep.
 SLOW_LISTING = 'case " $* " in *" -d "*) sleep 1;; esac; exec "$@"'
+
+
+async def poll(check: Callable[[], bool], *, seconds: float) -> None:
+    """Until `check` holds, for at most `seconds` (the test's assertions judge after)."""
+    for _ in range(round(seconds / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
 
 
 async def scheduler_over_slow_listing(
@@ -63,10 +72,7 @@ async def test_runs_start_while_a_periodic_rescan_reads(
     scheduler.start()
     try:
         # Bounded: about 6 runs and 3 rescans, each rescan reading for a second.
-        for _ in range(200):
-            if sum(during) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        await poll(lambda: sum(during) >= 2, seconds=10)
     finally:
         await scheduler.stop()
     assert scheduler._listing is None  # stopped: no listing left running
@@ -85,17 +91,12 @@ async def test_a_rescan_asked_for_is_read_before_any_run_starts(
     scheduler = await scheduler_over_slow_listing(zfs_node, src_root, tmp_path, during)
     scheduler.start()
     try:
-        for _ in range(200):  # the first (blocking) load, then runs every second
-            if len(during) >= 2:
-                break
-            await asyncio.sleep(0.05)
+        # The first (blocking) load, then runs every second.
+        await poll(lambda: len(during) >= 2, seconds=10)
         for _ in range(3):
             scheduler.poke()
             await asyncio.sleep(0.5)
-        for _ in range(100):
-            if len(during) >= 5:
-                break
-            await asyncio.sleep(0.05)
+        await poll(lambda: len(during) >= 5, seconds=5)
     finally:
         await scheduler.stop()
     assert len(during) >= 5, during
