@@ -48,10 +48,16 @@ class RecordingRunner(Runner):
     """The real runner, noting every argv (to see which commands a step runs)."""
 
     seen: list[list[str]] = field(default_factory=list)
+    # ("start" | "end", argv) in the order they happened: which commands overlapped.
+    events: list[tuple[str, list[str]]] = field(default_factory=list)
 
     async def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
         self.seen.append(list(argv))
-        return await super().run(argv, **kwargs)
+        self.events.append(("start", list(argv)))
+        try:
+            return await super().run(argv, **kwargs)
+        finally:
+            self.events.append(("end", list(argv)))
 
 
 @dataclass

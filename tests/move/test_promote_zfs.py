@@ -97,6 +97,11 @@ async def test_a_promotion_reads_the_copy_once_and_writes_only_what_a_replica_la
         PromotedBy(MOVE_ID, 2).format()
     )
     assert_read_once_then_written(runner.seen)
+    # The point of no return lands alone: `promoted-by`'s write (on OpenZFS the one
+    # write of all) has ended before any other write starts.
+    writes = [(kind, argv) for kind, argv in runner.events if argv[1] not in READS]
+    assert writes[0][1][2].startswith(f"{PROP_PROMOTED_BY}="), runner.events
+    assert writes[1] == ("end", writes[0][1]), runner.events
     # What a replica lacks: the promotion (with the policy's serial, none sent here),
     # epoch and role, writable, mountable; each written once.
     written = [a.split("=", 1)[0] for argv in runner.seen if argv[1] == "set" for a in argv[2:-1]]
