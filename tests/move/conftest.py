@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -111,6 +113,43 @@ def copy_state(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
     if r.returncode != 0:
         return {}
     return dict(line.split("\t", 1) for line in r.stdout.splitlines())
+
+
+def full_state(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
+    """role, epoch, readonly, canmount, mounted and marker of one copy ({} if absent)."""
+    state = copy_state(lab, node, volume)
+    if not state:
+        return {}
+    canmount = lab.zget(node, lab.ds(node, volume), "canmount")["canmount"]
+    return {
+        "role": state["zflock:role"],
+        "epoch": state["zflock:epoch"],
+        "readonly": state["readonly"],
+        "canmount": canmount,
+        "mounted": state["mounted"],
+        "move": state["zflock:move"],
+    }
+
+
+def primary(epoch: int) -> dict[str, str]:
+    return {"role": "primary", "epoch": str(epoch), "readonly": "off", "canmount": "on",
+            "mounted": "yes", "move": "-"}  # fmt: skip
+
+
+def replica(epoch: int) -> dict[str, str]:
+    return {"role": "replica", "epoch": str(epoch), "readonly": "on", "canmount": "noauto",
+            "mounted": "no", "move": "-"}  # fmt: skip
+
+
+@contextmanager
+def stopped(lab: AgentLab, node: str) -> Iterator[None]:
+    """node's agent SIGSTOPped (by its recorded PID), always continued."""
+    pid = lab.agent_pid(node)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def assert_copies(

@@ -23,16 +23,23 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.agentlab import AgentLab, agent_lab_session, patience, wait_until
-from tests.move.conftest import Writer, copy_state, move, one_writable_copy, start_move
+from tests.move.conftest import (
+    Writer,
+    full_state,
+    move,
+    one_writable_copy,
+    primary,
+    replica,
+    start_move,
+    stopped,
+)
 from zflock.lab import agents
 
 pytestmark = pytest.mark.lab
@@ -55,32 +62,6 @@ def lab3() -> Iterator[AgentLab]:
         agents.stop(node1)
         agents.start(lab.state, node1)
         yield lab
-
-
-def full_state(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
-    """role, epoch, readonly, canmount, mounted and marker of one copy ({} if absent)."""
-    state = copy_state(lab, node, volume)
-    if not state:
-        return {}
-    canmount = lab.zget(node, lab.ds(node, volume), "canmount")["canmount"]
-    return {
-        "role": state["zflock:role"],
-        "epoch": state["zflock:epoch"],
-        "readonly": state["readonly"],
-        "canmount": canmount,
-        "mounted": state["mounted"],
-        "move": state["zflock:move"],
-    }
-
-
-def primary(epoch: int) -> dict[str, str]:
-    return {"role": "primary", "epoch": str(epoch), "readonly": "off", "canmount": "on",
-            "mounted": "yes", "move": "-"}  # fmt: skip
-
-
-def replica(epoch: int) -> dict[str, str]:
-    return {"role": "replica", "epoch": str(epoch), "readonly": "on", "canmount": "noauto",
-            "mounted": "no", "move": "-"}  # fmt: skip
 
 
 class Hold:
@@ -116,17 +97,6 @@ class Hold:
             return True
 
         wait_until("the held hook to open its FIFO", opened)
-
-
-@contextmanager
-def stopped(lab: AgentLab, node: str) -> Iterator[None]:
-    """node's agent SIGSTOPped (by its recorded PID), always continued."""
-    pid = lab.agent_pid(node)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:

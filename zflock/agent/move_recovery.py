@@ -2,7 +2,7 @@
 
 A move cut short leaves its marker on the source (move/marker.py). This module
 asks what became of it (the destination, then every other node's epoch) and lets
-zflock.move.driver.recover_move act on the answer, under the volume's lock; while
+zflock.move.source_steps.recover_move act on the answer, under the volume's lock; while
 nothing can be learnt it retries in the background, the source staying fenced.
 """
 
@@ -17,9 +17,9 @@ from zflock.agent.observing import copies_listed
 from zflock.cluster.config import NodeEntry, load_inventory
 from zflock.cluster.ownership import Ownership
 from zflock.errors import ZflockError
-from zflock.move.driver import recover_move
 from zflock.move.marker import Marker
 from zflock.move.recovery import WAIT, Recovery
+from zflock.move.source_steps import recover_move
 from zflock.rpc import messages as m
 from zflock.rpc.cluster import Cluster
 from zflock.rpc.move_peer import RemoteDestination

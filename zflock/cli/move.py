@@ -205,7 +205,10 @@ def move_command(
     Hooks run on the agents' nodes and need `allow_client_hooks = true` in
     their agent.toml; hooks in agent.toml always run. Their environment has
     ZFLOCK_VOLUME, ZFLOCK_MOUNTPOINT, ZFLOCK_SOURCE, ZFLOCK_DESTINATION,
-    ZFLOCK_EPOCH and ZFLOCK_HOOK.
+    ZFLOCK_EPOCH and ZFLOCK_HOOK. After an agent crash, the rollback that
+    its recovery does runs the agent.toml rollback hooks only (the command
+    line's are gone), also when the crash cut the pre-hooks short: make them
+    harmless on a consumer still running (`docker start` is).
 
     Exit codes: 0 moved (or planned), 1 the move failed or was rolled back,
     or a post-hook failed after the move, 2 bad usage.

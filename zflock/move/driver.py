@@ -31,12 +31,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import TypeVar, cast
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from zflock.cluster.config import MoveDeadlines
-from zflock.cluster.ownership import Stale, StaleReason
 from zflock.errors import ZflockError
 from zflock.events import (
     NO_OBSERVER,
@@ -57,28 +56,22 @@ from zflock.move.endpoint import (
 )
 from zflock.move.marker import FENCED, PROMOTING, Marker
 from zflock.move.recovery import (
-    ASK_DESTINATION,
     COMPLETE,
-    RETIRE,
     ROLL_BACK,
-    STALE,
     UNREACHABLE,
-    WAIT,
     Heard,
     Recovery,
     recover,
 )
+from zflock.move.source_steps import demote_source, run_rollback_hooks
 from zflock.replication.driver import Outcome
 
 log = logging.getLogger("zflock.move")
+T = TypeVar("T")
 
 # Replicate what the source has to the destination once, without a new snapshot,
 # reporting the stream's progress to the observer given.
 ReplicateOnce = Callable[[Observer], Awaitable[Outcome]]
-# How long the job keeps retrying the source's demotion before leaving it to
-# recovery. (How long it asks an unreachable destination whether it promoted
-# is spec.deadlines.settle.)
-DEMOTE_SECONDS = 30.0
 
 
 class MoveFailed(ZflockError):
@@ -122,6 +115,17 @@ class MoveResult:
     demotion_pending: bool = False
 
 
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait until `task` has ended, without raising its error. Cancelled meanwhile, it
+    cancels the task too and waits for that, then goes on being cancelled."""
+    try:
+        await asyncio.wait([task])
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait([task])
+        raise
+
+
 def _round(number: int, outcome: Outcome, seconds: float) -> Round:
     kind = outcome.steps[0].header.kind if outcome.steps else "none"
     return Round(number=number, kind=kind, bytes=outcome.bytes, seconds=round(seconds, 3))
@@ -150,6 +154,7 @@ class Move:
         self.result = MoveResult()
         self.marker = Marker(FENCED, spec.move_id, spec.destination, spec.epoch + 1)
         self._stall: asyncio.Timeout | None = None  # the final delta's, while it runs
+        self._marked = False  # whether a move marker was written on the source
         self.phase = "pre-copy round 1"  # what the streams now running are for
 
     def emit(self, event: Event) -> None:
@@ -204,6 +209,8 @@ class Move:
         self.emit(CutoverStep(self.spec.volume, "rollback", 0.0))
         if fenced:
             await self.source.unfence()
+        elif self._marked:
+            await self.source.clear_marker("the pre-cutover hooks failed; nothing was fenced")
         what = "rolled back; the source is writable again" if fenced else "nothing was fenced"
         # The result is not returned on failure: a failed hook goes into the error itself.
         if hook_error := await run_rollback_hooks(self.source, self.spec.volume):
@@ -235,25 +242,58 @@ class Move:
             finally:
                 self._stall = None
 
+    async def _write_marker(self, marker: Marker, step: str) -> None:
+        self._marked = True  # from the first try on: a write cut short may have landed
+        async with self._deadline(step, self.spec.deadlines.fence):
+            await self.source.set_marker(marker)
+
+    async def _beside(self, work: Awaitable[T], marker: Marker, step: str) -> T:
+        """Run `work` while `marker` is written, and end only when both have.
+
+        The marker write is off the downtime's path this way (docs/move.md says what
+        each phase then means to recovery). On any failure the write is waited for
+        (cancelled, if this is being cancelled) before the failure goes on: a rollback
+        or a recovery must never be overtaken by a marker write landing after it. The
+        work's error wins over the write's; the write's error alone is raised too."""
+        marking = asyncio.create_task(self._write_marker(marker, step))
+        try:
+            done = await work
+        except BaseException:
+            await _ended(marking)
+            if not marking.cancelled():
+                marking.exception()  # retrieved: the work's failure is the one reported
+            raise
+        await marking
+        return done
+
     async def cutover(self) -> Promotion:
         spec = self.spec
         deadlines = spec.deadlines
         down = time.monotonic()
         t = down
         try:
-            await self.source.run_hooks("pre_cutover")  # bounded by the hooks' own timeout
+            # The `fenced` marker goes on while the hooks stop the consumer: from then
+            # on a crash is recovered as a rollback, rollback hooks and all.
+            await self._beside(self.source.run_hooks("pre_cutover"), self.marker,
+                               "writing the move marker")  # fmt: skip
         except ZflockError as exc:
             raise await self._rollback(exc, fenced=False) from exc
         self._step("pre-cutover hooks", t)
         try:
             t = time.monotonic()
             async with self._deadline("the fence", deadlines.fence):
-                await self.source.fence(self.marker)
+                await self.source.fence()
             self._step("fence", t)
             t = time.monotonic()
             async with self._deadline("the final snapshot", deadlines.final_snapshot):
                 final_snap = await self.source.snapshot()
-            outcome = await self._final_delta()
+            # `promoting` goes on while the final delta streams: the promote request
+            # still goes out only once it is written (below), so a crash before then is
+            # settled by asking the destination, which answers "aborted".
+            promoting = self.marker.at(PROMOTING)
+            outcome = await self._beside(self._final_delta(), promoting,
+                                         "marking the move promoting")  # fmt: skip
+            self.marker = promoting
             self.result.final = _round(0, outcome, time.monotonic() - t)
             self._step("final delta", t)
             t = time.monotonic()
@@ -271,9 +311,6 @@ class Move:
                         f"{newest.describe() if newest else 'none'}, not @{final_snap.name}"
                     )
             self._step("verify", t)
-            self.marker = self.marker.at(PROMOTING)
-            async with self._deadline("marking the move promoting", deadlines.fence):
-                await self.source.set_marker(self.marker)
         except BaseException as exc:
             # Nothing was asked of the destination: it cannot have promoted.
             raise await self._rollback(exc, fenced=True) from exc
@@ -360,88 +397,3 @@ class Move:
         await self.cutover()
         await self.demote()
         return self.result
-
-
-async def run_rollback_hooks(source: SourceSide, volume: str) -> str | None:
-    """Restart the consumer on the source; what failed, if anything (logged, never raised:
-    the source is serving again either way)."""
-    try:
-        await source.run_hooks("rollback")
-    except ZflockError as exc:
-        log.error("rollback hook failed: %s", exc, extra={"volume": volume})
-        return f"rollback hook failed: {exc}"
-    return None
-
-
-async def _retry_while_busy(step: Callable[[], Awaitable[None]]) -> None:
-    """Run a step that ends with an unmount, retrying what a consumer still holding the
-    mount makes fail (for DEMOTE_SECONDS; the copy is read-only all along)."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(ZflockError),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        stop=stop_after_delay(DEMOTE_SECONDS),
-        reraise=True,
-    ):
-        with attempt:
-            await step()
-
-
-async def demote_source(source: SourceSide, *, destroy: bool) -> None:
-    """Demote, retrying a busy unmount."""
-    await _retry_while_busy(lambda: source.demote(destroy=destroy))
-
-
-async def recover_move(
-    volume: str,
-    marker: Marker,
-    role: str,
-    epoch: int,
-    source: SourceSide,
-    destination: DestinationSide | None,
-    peers: Callable[[], Awaitable[int]] | None = None,
-) -> Recovery:
-    """Finish, undo, retire or leave stale an interrupted move found on the source
-    (zflock.move.recovery.recover decides). Returns what was done.
-
-    `role` and `epoch` are the source copy's own. `destination` None means it cannot
-    be reached (no connection). `peers` returns the highest epoch of this volume the
-    other reachable nodes report (0: none): asked before the source is unfenced and
-    while the destination cannot answer, so that no copy is made writable below an
-    epoch some node holds, and a source whose destination is gone can still learn
-    that it lost.
-    """
-    decision = recover(marker, role, epoch)
-    answer: Heard | None = None
-    seen = 0
-    if decision.action == ASK_DESTINATION:
-        answer = UNREACHABLE
-        if destination is not None:
-            try:
-                resolution = await destination.resolve(marker.move_id)
-                answer, seen = resolution.answer, resolution.epoch
-            except ZflockError as exc:
-                log.warning("cannot settle move %s with %s yet: %s", marker.move_id,
-                            marker.destination, exc)  # fmt: skip
-                answer = UNREACHABLE
-        decision = recover(marker, role, epoch, answer, seen)
-    if decision.action in (ROLL_BACK, WAIT) and peers is not None:
-        seen = max(seen, await peers())
-        decision = recover(marker, role, epoch, answer, seen)
-    if decision.action == ROLL_BACK:
-        await source.unfence()
-        await run_rollback_hooks(source, volume)
-    elif decision.action == COMPLETE:
-        await demote_source(source, destroy=False)
-    elif decision.action == STALE:
-        reason: StaleReason = "superseded" if decision.superseded else "higher-epoch"
-        await stale_source(source, Stale(decision.lost_to, reason, marker.move_id))
-    elif decision.action == RETIRE:
-        await source.clear_marker()
-    else:
-        assert decision.action == WAIT
-    return decision
-
-
-async def stale_source(source: SourceSide, stale: Stale) -> None:
-    """Leave the source fenced for good as a stale copy, retrying a busy unmount."""
-    await _retry_while_busy(lambda: source.mark_stale(stale))

@@ -2,9 +2,11 @@
 
 Order matters in each step, because a crash can stop it after any command:
 
-* fence:   marker first (or with it, in one write), then `readonly=on`, then
-           (zfs-fuse) unmount. A marker with a writable dataset is recovered by
-           rolling back (making sure it is writable), which is what it already is.
+* fence:   the marker first (written while the pre-cutover hooks run), then
+           `readonly=on`, then (zfs-fuse) unmount. A marker with a writable dataset
+           is recovered by rolling back (making sure it is writable, which it
+           already is, and running the rollback hooks: the pre-cutover hooks may
+           have stopped the consumer).
 * unfence: `readonly=off`, mount, then clear the marker: the marker stays
            until the source is whole again, so a crash re-runs the rollback.
 * demote:  `zflock:role=replica` first, then unmount, then clear `promoted-by`
@@ -89,17 +91,15 @@ class ZfsSource:
     async def set_marker(self, marker: Marker) -> None:
         await self.zfs.set(self.dataset, {PROP_MOVE: marker.format()})
 
-    async def clear_marker(self) -> None:
-        """Retire a marker older than the copy's epoch: nothing else changes."""
+    async def clear_marker(self, why: str) -> None:
+        """Clear the marker, and change nothing else (`why` goes to the log)."""
         await self.zfs.inherit(self.dataset, PROP_MOVE)
-        log.warning("retired a move marker older than the copy's epoch",
-                    extra={"volume": self.volume})  # fmt: skip
+        log.warning("cleared the move marker: %s", why, extra={"volume": self.volume})
 
-    async def fence(self, marker: Marker) -> None:
-        # One write: a single command on OpenZFS (both or neither); on zfs-fuse
-        # one command per property, in this order, so the marker still comes first.
-        await self.zfs.set(self.dataset, {PROP_MOVE: marker.format(), "readonly": "on"})
-        log.warning("fenced (read-only) for %s", marker.format(), extra={"volume": self.volume})
+    async def fence(self) -> None:
+        # The marker is on already (the driver writes it while the pre-cutover hooks run).
+        await self.zfs.set(self.dataset, {"readonly": "on"})
+        log.warning("fenced (read-only)", extra={"volume": self.volume})
         if (await self.zfs.capabilities()).readonly_fences_open_files:
             return  # OpenZFS: fenced already, and it says so; the demotion unmounts
         # After readonly=on no new open for writing succeeds, so the writers can only
