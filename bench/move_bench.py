@@ -366,7 +366,8 @@ order; the run fails otherwise.
 - **downtime**: `downtime_s` of `zflock move --json`, from the start of the
   pre-cutover hooks to the destination's answer to promote (writable,
   mounted, post-cutover hooks done). Of the cutover steps listed under the
-  table, all but "demote source" fall inside it.
+  table, all but "prepare fence" (before it) and "demote source" (after it)
+  fall inside it.
 - **floor by hand**: the same cutover typed by hand between the same two
   nodes (bench/cutover_floor.py): `zfs set readonly=on`, `zfs snapshot`,
   `zfs send -i | ssh | zfs receive -F` over an OpenSSH connection opened

@@ -48,21 +48,9 @@ from zflock.events import (
     move_phase_after,
 )
 from zflock.move.converge import ABORT, CONTINUE, CUTOVER, Decision, Limits, Round, decide
-from zflock.move.endpoint import (
-    DestinationSide,
-    PromoteRequest,
-    Promotion,
-    SourceSide,
-)
+from zflock.move.endpoint import DestinationSide, PromoteRequest, Promotion, SourceSide
 from zflock.move.marker import FENCED, PROMOTING, Marker
-from zflock.move.recovery import (
-    COMPLETE,
-    ROLL_BACK,
-    UNREACHABLE,
-    Heard,
-    Recovery,
-    recover,
-)
+from zflock.move.recovery import COMPLETE, ROLL_BACK, UNREACHABLE, Heard, Recovery, recover
 from zflock.move.source_steps import demote_source, run_rollback_hooks
 from zflock.replication.driver import Outcome
 
@@ -387,13 +375,26 @@ class Move:
         self._step("demote source", t)
 
     async def run(self) -> MoveResult:
-        decision = await self.precopy()
-        if decision.action == ABORT:
-            raise MoveFailed(
-                f"move of {self.spec.volume} abandoned before cutover: {decision.reason} "
-                "(--strict); nothing was fenced"
-            )
-        assert decision.action == CUTOVER
+        # What the fence can do ahead (zfs_source.prepare_fence) runs beside the rounds:
+        # neither in the downtime nor between the last round and the cutover, where
+        # the consumer's writes would add to the final delta. "prepare fence" is how
+        # long the cutover still waited for it.
+        preparing = asyncio.create_task(self.source.prepare_fence())
+        try:
+            decision = await self.precopy()
+            if decision.action == ABORT:
+                raise MoveFailed(
+                    f"move of {self.spec.volume} abandoned before cutover: {decision.reason} "
+                    "(--strict); nothing was fenced"
+                )
+            assert decision.action == CUTOVER
+            t = time.monotonic()
+            await preparing
+            self._step("prepare fence", t)
+        finally:
+            if not preparing.done():
+                preparing.cancel()
+                await _ended(preparing)
         await self.cutover()
         await self.demote()
         return self.result
