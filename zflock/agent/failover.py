@@ -59,9 +59,13 @@ ASK_SECONDS = 5.0
 # What an old primary's requests hold a replica's lock for (agent/handlers.py,
 # agent/prune_replica.py), and how long such a request outlives a dead primary:
 # the agents' keepalive (rpc/openssh.py) gives a silent connection up after
-# KEEPALIVE_COUNT unanswered probes, one every KEEPALIVE_INTERVAL, plus one more.
+# KEEPALIVE_COUNT unanswered probes, one every KEEPALIVE_INTERVAL, plus one more:
+# up to 20 s after the primary's last packet. One interval more on top, because the
+# cut receive must still be killed and reaped before its lock is free: with 20 s a
+# failover asked right after the cut waited 19-20 s of them (tests/failover/
+# test_failover_waits.py), too close for a loaded host.
 FROM_PRIMARY = frozenset({"receive", "prune replica", "store the policy copy"})
-PRIMARY_GONE = KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1)
+PRIMARY_GONE = KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 2)
 
 
 class FailoverRefused(ZflockError):
@@ -290,6 +294,9 @@ class Failover:
         # cut by the primary's death, it ends when the keepalive gives it up. Wait
         # that long for it rather than refuse; anything else here is refused at once.
         from_primary = self.locks.holder(name) in FROM_PRIMARY
+        if from_primary:
+            log.warning("failover waits, at most %g s, for the old primary's %s to end",
+                        PRIMARY_GONE, self.locks.holder(name), extra={"volume": name})  # fmt: skip
         async with self.locks.hold(name, "failover", wait=from_primary, within=PRIMARY_GONE):
             cluster, inventory = self._cluster()
             got = await gather(cluster, name, inventory)
