@@ -120,12 +120,11 @@ def full_state(lab: AgentLab, node: str, volume: str) -> dict[str, str]:
     state = copy_state(lab, node, volume)
     if not state:
         return {}
-    canmount = lab.zget(node, lab.ds(node, volume), "canmount")["canmount"]
     return {
         "role": state["zflock:role"],
         "epoch": state["zflock:epoch"],
         "readonly": state["readonly"],
-        "canmount": canmount,
+        "canmount": state["canmount"],  # copy_state reads it with the rest
         "mounted": state["mounted"],
         "move": state["zflock:move"],
     }

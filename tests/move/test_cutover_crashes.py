@@ -69,6 +69,20 @@ def gate_hook(started: Path, gate: Path) -> str:
     return subprocess.list2cmdline(["sh", "-c", wait])
 
 
+def held_move(lab: AgentLab, volume: str, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """Create `volume` on node1 and start its move to node2; return once the move's
+    pre-cutover hook runs, held until the returned gate file exists."""
+    assert lab.cli("create", volume, "--on", "node1").returncode == 0
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    proc = start_move(lab, volume, "node2", "--pre-hook", gate_hook(started, gate))
+    try:
+        wait_until("the pre-cutover hook to start", started.exists)
+    except BaseException:
+        gate.touch()
+        raise
+    return proc, gate
+
+
 def marker(lab: AgentLab, volume: str) -> str:
     return copy_state(lab, "node1", volume).get("zflock:move", "-")
 
@@ -93,12 +107,9 @@ def test_killed_while_the_pre_cutover_hooks_run_rolls_back(
 ) -> None:
     lab, marks = lab3
     volume = "hookcrash"
-    assert lab.cli("create", volume, "--on", "node1").returncode == 0
-    started, gate = tmp_path / "started", tmp_path / "gate"
     with one_writable_copy(lab, volume):
-        proc = start_move(lab, volume, "node2", "--pre-hook", gate_hook(started, gate))
+        proc, gate = held_move(lab, volume, tmp_path)
         try:
-            wait_until("the pre-cutover hook to start", started.exists)
             wait_until("the marker", lambda: marker(lab, volume).startswith("fenced/"))
             s = copy_state(lab, "node1", volume)
             assert (s["readonly"], s["mounted"], s["zflock:role"]) == ("off", "yes", "primary")
@@ -125,12 +136,9 @@ def test_killed_during_the_final_delta_waits_for_the_destination_then_rolls_back
 ) -> None:
     lab, marks = lab3
     volume = "deltacrash"
-    assert lab.cli("create", volume, "--on", "node1").returncode == 0
-    started, gate = tmp_path / "started", tmp_path / "gate"
     with one_writable_copy(lab, volume):
-        proc = start_move(lab, volume, "node2", "--pre-hook", gate_hook(started, gate))
+        proc, gate = held_move(lab, volume, tmp_path)
         try:
-            wait_until("the pre-cutover hook to start", started.exists)
             with stopped(lab, "node2"):
                 gate.touch()  # fence, final snapshot, and a final delta that stalls
                 wait_until("the marker to say promoting",

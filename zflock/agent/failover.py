@@ -293,10 +293,11 @@ class Failover:
         # The old primary's last stream (or prune) may still hold the replica's lock:
         # cut by the primary's death, it ends when the keepalive gives it up. Wait
         # that long for it rather than refuse; anything else here is refused at once.
-        from_primary = self.locks.holder(name) in FROM_PRIMARY
+        holder = self.locks.holder(name)
+        from_primary = holder in FROM_PRIMARY
         if from_primary:
             log.warning("failover waits, at most %g s, for the old primary's %s to end",
-                        PRIMARY_GONE, self.locks.holder(name), extra={"volume": name})  # fmt: skip
+                        PRIMARY_GONE, holder, extra={"volume": name})  # fmt: skip
         async with self.locks.hold(name, "failover", wait=from_primary, within=PRIMARY_GONE):
             cluster, inventory = self._cluster()
             got = await gather(cluster, name, inventory)
